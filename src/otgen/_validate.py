@@ -44,8 +44,8 @@ def check_tensor(name: str, value: object) -> Tensor:
 
 def check_finite(name: str, value: Tensor) -> Tensor:
     """Raise ``ValueError`` if ``value`` holds NaN or infinite entries."""
-    if value.numel() and not bool(torch.isfinite(value).all()):
-        bad = int((~torch.isfinite(value)).sum())
+    if value.numel() and not bool(torch.isfinite(value.detach()).all()):
+        bad = int((~torch.isfinite(value.detach())).sum())
         raise ValueError(
             f"`{name}` must be finite, got {bad} NaN/inf entries out of {value.numel()}; "
             f"drop or impute those entries first."
@@ -102,14 +102,15 @@ def as_weights(name: str, w: object, n: int, like: Tensor) -> Tensor:
         )
     check_same_dtype_device((name, w), ("points", like))
     check_finite(name, w)
-    if bool((w < 0).any()):
+    w_ = w.detach()
+    if bool((w_ < 0).any()):
         raise ValueError(
-            f"`{name}` must be non-negative, got minimum {float(w.min()):.3g}; "
+            f"`{name}` must be non-negative, got minimum {float(w_.min()):.3g}; "
             f"weights are masses, clip or fix the negative entries."
         )
-    if float(w.sum()) <= 0:
+    if float(w_.sum()) <= 0:
         raise ValueError(
-            f"`{name}` must have positive total mass, got {float(w.sum()):.3g}; "
+            f"`{name}` must have positive total mass, got {float(w_.sum()):.3g}; "
             f"give at least one point a positive weight."
         )
     return w
@@ -117,7 +118,7 @@ def as_weights(name: str, w: object, n: int, like: Tensor) -> Tensor:
 
 def check_same_mass(a: Tensor, b: Tensor, *, rtol: float = 1e-6) -> None:
     """Raise ``ValueError`` unless ``a`` and ``b`` carry the same total mass."""
-    ma, mb = float(a.sum()), float(b.sum())
+    ma, mb = float(a.detach().sum()), float(b.detach().sum())
     tol = rtol * max(ma, mb) + (1e-5 if a.dtype == torch.float32 else 1e-12)
     if abs(ma - mb) > tol:
         raise ValueError(

@@ -84,12 +84,14 @@ def plan_blocks(
     eps: float, rows: int,
 ) -> Iterator[tuple[slice, Tensor]]:
     """Yield ``(row_slice, P[row_slice])`` blocks of the entropic plan, each ``(rows, m)``."""
-    with torch.no_grad():
-        lb = _log_or_neginf(b)
-        for s in range(0, x.shape[0], rows):
-            sl = slice(s, min(s + rows, x.shape[0]))
+    lb = _log_or_neginf(b)
+    for s in range(0, x.shape[0], rows):
+        sl = slice(s, min(s + rows, x.shape[0]))
+        # no_grad must not stay active across the yield (grad mode is thread-global)
+        with torch.no_grad():
             z = (f[sl, None] + g[None, :] - cost(x[sl], y)) / eps + lb[None, :]
-            yield sl, torch.exp(z + _log_or_neginf(a[sl])[:, None])
+            p = torch.exp(z + _log_or_neginf(a[sl])[:, None])
+        yield sl, p
 
 
 @dataclass

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor
 
 from otgen._validate import check_positive
+from otgen.ot._kernels import EnvelopeData, block_rows, envelope_value, softmin_rows
 from otgen.ot.costs import AbstractCost, PNorm, SqEuclidean
 from otgen.ot.problem import LinearProblem
-from otgen.ot.sinkhorn import Sinkhorn, cost_scale
+from otgen.ot.result import warn_not_converged
+from otgen.ot.sinkhorn import Sinkhorn, _schedule, cost_scale, default_tol
 
 __all__ = ["sinkhorn_divergence"]
 
@@ -60,8 +62,9 @@ def sinkhorn_divergence(
     eps = check_positive("eps", eps)
     solver = Sinkhorn(eps=eps, tol=tol, max_iter=max_iter, online=online, keep_plan=False)
     ot_xy = solver(prob_xy).objective
-    ot_xx = solver(LinearProblem(x, x, prob_xy.a, prob_xy.a, cost=c)).objective
-    ot_yy = solver(LinearProblem(y, y, prob_xy.b, prob_xy.b, cost=c)).objective
+    tol_ = tol if tol is not None else default_tol(x.dtype)
+    ot_xx = self_transport(LinearProblem(x, x, prob_xy.a, prob_xy.a, cost=c), eps, tol_, max_iter)
+    ot_yy = self_transport(LinearProblem(y, y, prob_xy.b, prob_xy.b, cost=c), eps, tol_, max_iter)
     value = ot_xy - 0.5 * (ot_xx + ot_yy)  # type: ignore[operator]
     floor = 1e-4 if x.dtype != torch.float64 else 1e-8
     scale = float(abs(ot_xy)) + float(abs(ot_xx)) + float(abs(ot_yy)) + eps  # type: ignore[arg-type]
@@ -72,3 +75,38 @@ def sinkhorn_divergence(
             RuntimeWarning, stacklevel=2,
         )
     return value.clamp_min(0.0)
+
+
+def self_transport(prob: LinearProblem, eps: float, tol: float, max_iter: int) -> Tensor:
+    r""":math:`\mathrm{OT}_\varepsilon(\alpha, \alpha)` by the symmetric fixed point.
+
+    For a symmetric problem the optimal potentials coincide, ``f = g``, and
+    ``f = softmin_eps(f)``; the averaged update ``f <- (f + softmin_eps(f)) / 2`` converges
+    much faster than alternating sweeps (Feydy et al. 2019). ε is annealed by halving from
+    the mean cost as in :class:`Sinkhorn`. Returns :math:`2\langle a, f\rangle` with
+    envelope gradients (``∂/∂C = P``, ``∂/∂a = 2 f``); shape ``()``.
+    """
+    x, a = prob.x, prob.a
+    xd, ad = x.detach(), a.detach()
+    n = x.shape[0]
+    rows = block_rows(n, n, x.element_size(), 256 * 1024**2)
+    mean_c, _ = cost_scale(prob, rows)
+    f = torch.zeros(n, dtype=x.dtype, device=x.device)
+    schedule = _schedule(eps, mean_c, True)
+    err, it = float("inf"), 0
+    for stage, e in enumerate(schedule):
+        target = tol if stage == len(schedule) - 1 else max(tol, 3e-2)
+        while it < max_iter:
+            t = softmin_rows(xd, xd, prob.cost, f, ad, e, rows)  # type: ignore[arg-type]
+            err = float((ad * torch.expm1((f - t) / e).abs()).sum())
+            it += 1
+            if err <= target:
+                break
+            f = 0.5 * (f + t)
+        else:
+            break
+    if err > tol:
+        warn_not_converged("symmetric Sinkhorn", it, err, tol, "raise max_iter or eps.")
+    value = 2.0 * (ad * f).sum()
+    data = EnvelopeData(cost=prob.cost, f=f, g=f, eps=eps, rows=rows)  # type: ignore[arg-type]
+    return envelope_value(value, x, x, a, a, data)

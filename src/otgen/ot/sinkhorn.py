@@ -376,27 +376,31 @@ def _online_engine(
     g = torch.zeros(y.shape[0], dtype=x.dtype, device=x.device) if g0 is None else g0
     errs: list[float] = []
     it = 0
+    err = float("inf")
+    omega = 1.0
     f = softmin_rows(x, y, cost, g, b, eps_list[0], rows) if f0 is None else f0
     for stage, eps in enumerate(eps_list):
         last = stage == len(eps_list) - 1
         target = tol if last else max(tol, _STAGE_TOL)
-        if stage > 0:
-            f = softmin_rows(x, y, cost, g, b, eps, rows)
+        history: list[float] = []
         while it < max_iter:
-            g = softmin_cols(x, y, cost, f, a, eps, cols)
+            g_new = softmin_cols(x, y, cost, f, a, eps, cols)
+            g = g_new if omega == 1.0 else (1.0 - omega) * g + omega * g_new
             f_new = softmin_rows(x, y, cost, g, b, eps, rows)
-            # row marginal at (f, g): a_i exp((f_i - f_new_i) / eps)
-            err = float((a * torch.expm1((f - f_new) / eps).abs()).sum())
+            # marginals at (f, g): rows a_i e^{(f_i - f_new_i)/eps}, cols b_j e^{(g_j - g_new_j)/eps}
+            err = float((a * torch.expm1((f - f_new) / eps).abs()).sum()
+                        + (b * torch.expm1((g - g_new) / eps).abs()).sum())
             it += 1
             bar.update(1)
             if last:
                 errs.append(err)
             if err <= target:
                 break
-            f = f_new
+            f = f_new if omega == 1.0 else (1.0 - omega) * f + omega * f_new
+            omega = _adapt_omega(history, err, omega)
         else:
             if not last or not errs:
-                errs.append(err if it else float("inf"))
+                errs.append(err)
             break
     return f, g, errs, it
 
