@@ -152,10 +152,8 @@ def check_same_dim(x: Tensor, y: Tensor, names: Sequence[str] = ("x", "y")) -> N
         )
 
 
-def check_positive(name: str, value: object, *, allow_none: bool = False) -> float | None:
+def check_positive(name: str, value: object) -> float:
     """Return ``value`` as a float if it is a finite number > 0, else raise."""
-    if value is None and allow_none:
-        return None
     if isinstance(value, Tensor) and value.numel() == 1:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -165,6 +163,11 @@ def check_positive(name: str, value: object, *, allow_none: bool = False) -> flo
             f"`{name}` must be a finite number > 0, got {value!r}; pass a positive value."
         )
     return float(value)
+
+
+def check_positive_or_none(name: str, value: object) -> float | None:
+    """``None`` passes through; anything else must be a finite number > 0."""
+    return None if value is None else check_positive(name, value)
 
 
 def check_int(name: str, value: object, *, minimum: int = 1) -> int:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import ot as pot
 import pytest
 
-import ot as pot
 from otgen.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "clouds"

@@ -15,9 +15,11 @@ Y = torch.randn(6, 2, dtype=D)
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        (dict(x=torch.tensor([[float("nan"), 0.0]] * 5, dtype=D)), ValueError, "`x` must be finite"),
+        (dict(x=torch.tensor([[float("nan"), 0.0]] * 5, dtype=D)), ValueError,
+         "`x` must be finite"),
         (dict(y=torch.full((6, 2), float("inf"), dtype=D)), ValueError, "`y` must be finite"),
-        (dict(x=torch.randn(5, dtype=D)), ValueError, r"`x` must be a point cloud of shape \(n, d\)"),
+        (dict(x=torch.randn(5, dtype=D)), ValueError,
+         r"`x` must be a point cloud of shape \(n, d\)"),
         (dict(x=torch.randn(2, 3, 4, dtype=D)), ValueError, "shape"),
         (dict(x=torch.empty(0, 2, dtype=D)), ValueError, "at least 1 point"),
         (dict(y=torch.randn(6, 3, dtype=D)), ValueError, "same dimension"),

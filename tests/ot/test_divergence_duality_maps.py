@@ -77,8 +77,9 @@ def test_divergence_descent_moves_cloud_onto_target():
 
 def test_hard_c_transform_matches_brute_force():
     x, y, g = _cloud(7, 2, 8), _cloud(5, 2, 9), _cloud(5, 1, 10)[:, 0]
-    expected = torch.tensor([min(float(((xi - yj) ** 2).sum() - gj) for yj, gj in zip(y, g))
-                             for xi in x], dtype=D)
+    expected = torch.tensor(
+        [min(float(((xi - yj) ** 2).sum() - gj) for yj, gj in zip(y, g, strict=True))
+         for xi in x], dtype=D)
     torch.testing.assert_close(c_transform(g, x, y), expected)
 
 

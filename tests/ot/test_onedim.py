@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import ot
 import pytest
 import scipy.stats
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ot
 from otgen.ot.onedim import (
     monotone_map,
     quantile_function,

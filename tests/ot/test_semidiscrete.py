@@ -6,10 +6,10 @@ import math
 import warnings
 
 import numpy as np
+import ot
 import pytest
 import torch
 
-import ot
 from otgen.ot import semidiscrete as sd
 from otgen.ot.result import ConvergenceWarning
 from otgen.ot.semidiscrete import (

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import ot
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ot
 from otgen.ot.onedim import wasserstein_1d
 from otgen.ot.sliced import projections, sliced_wasserstein
 

@@ -88,7 +88,7 @@ def new_run_dir(out: str | os.PathLike[str] | None, prefix: str) -> Path:
 # --------------------------------------------------------------------------- atomic writes
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Write a file atomically: ``write(fh)`` fills a temporary file in the same directory,
     which is then fsynced and renamed over ``path`` (``os.replace``)."""
     path = Path(path)

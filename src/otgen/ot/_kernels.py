@@ -65,7 +65,8 @@ def softmin_rows(
 def softmin_cols(
     x: Tensor, y: Tensor, cost: AbstractCost, f: Tensor, a: Tensor, eps: float, cols: int
 ) -> Tensor:
-    r"""Column soft-min :math:`g_j = -\varepsilon\log\sum_i a_i e^{(f_i - c(x_i, y_j))/\varepsilon}`.
+    r"""Column soft-min
+    :math:`g_j = -\varepsilon\log\sum_i a_i e^{(f_i - c(x_i, y_j))/\varepsilon}`.
 
     Evaluates ``cost(x, y[block])`` so that non-symmetric costs are handled. Shapes as in
     :func:`softmin_rows`; returns ``(m,)``.
@@ -121,7 +122,7 @@ class _Envelope(torch.autograd.Function):
         return value.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, y, a, b = ctx.saved_tensors
         data: EnvelopeData = ctx.data
         need_x, need_y, need_a, need_b = ctx.needs_input_grad[1:5]

@@ -70,7 +70,7 @@ def wasserstein(
         >>> wasserstein(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]))
         tensor(5.)
     """
-    p = check_positive("p", p)  # type: ignore[assignment]
+    p = check_positive("p", p)
     cost = SqEuclidean() if p == 2 else PNorm(p=float(p))
     if "cost" in kwargs:
         raise ValueError("`wasserstein` sets the cost |x - y|^p from `p`; use `solve` for "

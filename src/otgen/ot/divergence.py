@@ -97,7 +97,7 @@ def self_transport(prob: LinearProblem, eps: float, tol: float, max_iter: int) -
     for stage, e in enumerate(schedule):
         target = tol if stage == len(schedule) - 1 else max(tol, 3e-2)
         while it < max_iter:
-            t = softmin_rows(xd, xd, prob.cost, f, ad, e, rows)  # type: ignore[arg-type]
+            t = softmin_rows(xd, xd, prob.cost, f, ad, e, rows)
             err = float((ad * torch.expm1((f - t) / e).abs()).sum())
             it += 1
             if err <= target:
@@ -108,5 +108,5 @@ def self_transport(prob: LinearProblem, eps: float, tol: float, max_iter: int) -
     if err > tol:
         warn_not_converged("symmetric Sinkhorn", it, err, tol, "raise max_iter or eps.")
     value = 2.0 * (ad * f).sum()
-    data = EnvelopeData(cost=prob.cost, f=f, g=f, eps=eps, rows=rows)  # type: ignore[arg-type]
+    data = EnvelopeData(cost=prob.cost, f=f, g=f, eps=eps, rows=rows)
     return envelope_value(value, x, x, a, a, data)

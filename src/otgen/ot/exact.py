@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from otgen._validate import check_finite, check_int
 from otgen.ot._kernels import EnvelopeData, envelope_value
@@ -73,7 +72,7 @@ class Exact:
         x, y, a, b = prob.x, prob.y, prob.a, prob.b
         n, m = prob.shape
         with torch.no_grad():
-            C = prob.cost(x.detach(), y.detach())  # type: ignore[operator]
+            C = prob.cost(x.detach(), y.detach())
             check_finite("cost matrix", C)
             C64 = C.to(dtype=torch.float64, device="cpu").numpy()
             a64 = a.detach().to(dtype=torch.float64, device="cpu").numpy()
@@ -87,16 +86,15 @@ class Exact:
                 raise RuntimeError(f"exact OT did not converge; {hint}")
             warn_not_converged("exact OT (network simplex)", limit, float("nan"), 0.0, hint)
         i, j = np.nonzero(plan_np)
-        like = dict(dtype=x.dtype, device=x.device)
-        plan = torch.from_numpy(plan_np).to(**like)  # type: ignore[arg-type]
-        f = torch.from_numpy(f_np).to(**like)  # type: ignore[arg-type]
-        g = torch.from_numpy(g_np).to(**like)  # type: ignore[arg-type]
+        plan = torch.from_numpy(plan_np).to(device=x.device, dtype=x.dtype)
+        f = torch.from_numpy(f_np).to(device=x.device, dtype=x.dtype)
+        g = torch.from_numpy(g_np).to(device=x.device, dtype=x.dtype)
         indices = torch.from_numpy(np.stack([i, j])).to(device=x.device)
-        values = torch.from_numpy(plan_np[i, j]).to(**like)  # type: ignore[arg-type]
+        values = torch.from_numpy(plan_np[i, j]).to(device=x.device, dtype=x.dtype)
         with torch.no_grad():
             cost_v = (values * C[indices[0], indices[1]]).sum()
             err = (plan.sum(1) - a.detach()).abs().sum() + (plan.sum(0) - b.detach()).abs().sum()
-        data = EnvelopeData(cost=prob.cost, f=f, g=g, indices=indices,  # type: ignore[arg-type]
+        data = EnvelopeData(cost=prob.cost, f=f, g=g, indices=indices,
                             values=values)
         value = envelope_value(cost_v, x, y, a, b, data)
         return OTResult(

@@ -8,7 +8,7 @@ r"""The linear (Kantorovich) OT problem between two weighted point clouds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import Tensor
 
@@ -24,7 +24,7 @@ from otgen.ot.costs import AbstractCost, get_cost
 __all__ = ["LinearProblem"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class LinearProblem:
     """Data of a balanced OT problem; validated once, here.
 
@@ -46,21 +46,23 @@ class LinearProblem:
 
     x: Tensor
     y: Tensor
-    a: Tensor = None  # type: ignore[assignment]
-    b: Tensor = None  # type: ignore[assignment]
-    cost: AbstractCost | str | Callable[[Tensor, Tensor], Tensor] = field(default="sqeuclidean")
+    a: Tensor
+    b: Tensor
+    cost: AbstractCost
 
-    def __post_init__(self) -> None:
-        x = as_points("x", self.x)
-        y = as_points("y", self.y)
+    def __init__(
+        self, x: Tensor, y: Tensor, a: Tensor | None = None, b: Tensor | None = None,
+        cost: AbstractCost | str | Callable[[Tensor, Tensor], Tensor] = "sqeuclidean",
+    ) -> None:
+        x = as_points("x", x)
+        y = as_points("y", y)
         check_same_dtype_device(("x", x), ("y", y))
         check_same_dim(x, y)
-        a = as_weights("a", self.a, x.shape[0], x)
-        b = as_weights("b", self.b, y.shape[0], y)
-        check_same_mass(a, b)
-        object.__setattr__(self, "a", a)
-        object.__setattr__(self, "b", b)
-        object.__setattr__(self, "cost", get_cost(self.cost))
+        a_ = as_weights("a", a, x.shape[0], x)
+        b_ = as_weights("b", b, y.shape[0], y)
+        check_same_mass(a_, b_)
+        for name, value in (("x", x), ("y", y), ("a", a_), ("b", b_), ("cost", get_cost(cost))):
+            object.__setattr__(self, name, value)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -69,4 +71,4 @@ class LinearProblem:
 
     def cost_matrix(self) -> Tensor:
         """The full cost matrix ``C``, shape ``(n, m)`` (differentiable in ``x``, ``y``)."""
-        return self.cost(self.x, self.y)  # type: ignore[operator]
+        return self.cost(self.x, self.y)

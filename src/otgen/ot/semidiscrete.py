@@ -48,6 +48,7 @@ from otgen._validate import (
     check_finite,
     check_int,
     check_positive,
+    check_positive_or_none,
     check_same_dim,
     check_same_dtype_device,
     check_tensor,
@@ -438,7 +439,7 @@ class SemiDiscrete:
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size)
         check_int("n_iter", self.n_iter, minimum=0)
-        check_positive("lr", self.lr, allow_none=True)
+        check_positive_or_none("lr", self.lr)
         check_choice("optimizer", self.optimizer, ("asgd", "adam"))
         check_positive("tol", self.tol)
         check_int("n_eval", self.n_eval)

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from otgen._validate import check_finite, check_int, check_positive
+from otgen._validate import check_finite, check_int, check_positive_or_none
 from otgen.ot._kernels import (
     EnvelopeData,
     block_rows,
@@ -68,7 +68,7 @@ def cost_scale(prob: LinearProblem, rows: int) -> tuple[float, float]:
     total, top = 0.0, 0.0
     with torch.no_grad():
         for s in range(0, x.shape[0], rows):
-            c = prob.cost(x[s : s + rows], y)  # type: ignore[operator]
+            c = prob.cost(x[s : s + rows], y)
             total += float(c.sum(dtype=torch.float64))
             top = max(top, float(c.max()))
     return total / (x.shape[0] * y.shape[0]), top
@@ -111,9 +111,9 @@ class Sinkhorn:
     def __post_init__(self) -> None:
         if self.eps is not None and self.eps_rel is not None:
             raise ValueError("pass either `eps` (absolute) or `eps_rel` (relative), not both.")
-        check_positive("eps", self.eps, allow_none=True)
-        check_positive("eps_rel", self.eps_rel, allow_none=True)
-        check_positive("tol", self.tol, allow_none=True)
+        check_positive_or_none("eps", self.eps)
+        check_positive_or_none("eps_rel", self.eps_rel)
+        check_positive_or_none("tol", self.tol)
         check_int("max_iter", self.max_iter)
         check_int("memory_budget", self.memory_budget)
 
@@ -132,7 +132,7 @@ class Sinkhorn:
         cols = block_rows(m, n, itemsize, min(self.memory_budget, 256 * 1024**2))
         xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
 
-        C = None if online else prob.cost(xd, yd).detach()  # type: ignore[operator]
+        C = None if online else prob.cost(xd, yd).detach()
         if C is not None:
             check_finite("cost matrix", C)
             mean_c, max_c = float(C.mean(dtype=torch.float64)), float(C.max())
@@ -155,7 +155,7 @@ class Sinkhorn:
                     C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
             else:
                 f, g, errs, n_iter = _online_engine(
-                    xd, yd, prob.cost, ad, bd, eps_list, tol, self.max_iter,  # type: ignore[arg-type]
+                    xd, yd, prob.cost, ad, bd, eps_list, tol, self.max_iter,
                     f0, g0, rows, cols, bar)
                 plan = None
         finally:
@@ -181,10 +181,10 @@ class Sinkhorn:
             cost_v = torch.dot(plan.reshape(-1), C.reshape(-1))  # type: ignore[union-attr]
             mass = plan.sum()
         else:
-            cost_v, mass = _online_values(xd, yd, prob.cost, f, g, ad, bd, eps, rows)  # type: ignore[arg-type]
+            cost_v, mass = _online_values(xd, yd, prob.cost, f, g, ad, bd, eps, rows)
         del C
         obj_v = (ad * f).sum() + (bd * g).sum() - eps * (mass - ad.sum() * bd.sum())
-        data = EnvelopeData(cost=prob.cost, f=f, g=g, eps=eps,  # type: ignore[arg-type]
+        data = EnvelopeData(cost=prob.cost, f=f, g=g, eps=eps,
                             plan=plan, rows=rows)
         return OTResult(
             cost=envelope_value(cost_v, x, y, a, b, data),
@@ -257,6 +257,10 @@ def _dense_engine(
     for stage, eps in enumerate(eps_list):
         last = stage == len(eps_list) - 1
         if stage > 0:  # eps -> eps / 2: exp(2z) = exp(z)^2, one pass over K
+            # Entries of K below sqrt(tiny) vanish when squared; they stay negligible in
+            # the plan u K v only while |log u| + |log v| is well below half the range.
+            if _log_span(u, v) > _square_threshold(K.dtype):
+                f, g, u, v = _absorb(K, f, g, u, v, eps_list[stage - 1])
             K.square_()
             u.square_()
             v.square_()
@@ -331,6 +335,15 @@ def _adapt_omega(history: list[float], err: float, omega: float) -> float:
     return omega
 
 
+def _log_span(u: Tensor, v: Tensor) -> float:
+    return float(u.log().abs().max()) + float(v.log().abs().max())
+
+
+def _square_threshold(dtype: torch.dtype) -> float:
+    # half the exponent range of the dtype, less a margin of 30 (e^-30 ~ 1e-13)
+    return 0.5 * -math.log(torch.finfo(dtype).tiny) - 30.0
+
+
 def _too_large(u: Tensor, v: Tensor, thr: float) -> bool:
     return max(float(u.log().abs().max()), float(v.log().abs().max())) > thr
 
@@ -369,7 +382,7 @@ def _refresh(
 
 
 def _online_engine(
-    x: Tensor, y: Tensor, cost, a: Tensor, b: Tensor, eps_list: list[float], tol: float,  # type: ignore[no-untyped-def]
+    x: Tensor, y: Tensor, cost, a: Tensor, b: Tensor, eps_list: list[float], tol: float,
     max_iter: int, f0: Tensor | None, g0: Tensor | None, rows: int, cols: int, bar: tqdm,
 ) -> tuple[Tensor, Tensor, list[float], int]:
     """Blockwise log-sum-exp Sinkhorn; returns ``(f, g, errors, n_iter)``."""
@@ -387,7 +400,8 @@ def _online_engine(
             g_new = softmin_cols(x, y, cost, f, a, eps, cols)
             g = g_new if omega == 1.0 else (1.0 - omega) * g + omega * g_new
             f_new = softmin_rows(x, y, cost, g, b, eps, rows)
-            # marginals at (f, g): rows a_i e^{(f_i - f_new_i)/eps}, cols b_j e^{(g_j - g_new_j)/eps}
+            # marginals at (f, g): rows a_i e^{(f_i - f_new_i)/eps},
+            # columns b_j e^{(g_j - g_new_j)/eps}
             err = float((a * torch.expm1((f - f_new) / eps).abs()).sum()
                         + (b * torch.expm1((g - g_new) / eps).abs()).sum())
             it += 1
@@ -406,7 +420,7 @@ def _online_engine(
 
 
 def _online_values(
-    x: Tensor, y: Tensor, cost, f: Tensor, g: Tensor, a: Tensor, b: Tensor,  # type: ignore[no-untyped-def]
+    x: Tensor, y: Tensor, cost, f: Tensor, g: Tensor, a: Tensor, b: Tensor,
     eps: float, rows: int,
 ) -> tuple[Tensor, Tensor]:
     """``(<C, P>, sum P)`` accumulated over row blocks of the plan."""

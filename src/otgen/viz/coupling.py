@@ -162,7 +162,7 @@ def _draw_2d(ax, xs, ys, wa, wb, rows, cols, vals, max_lines: int) -> int:
         alpha = np.abs(vals[top]) / np.abs(vals[top]).max()
         colors = np.tile(np.asarray(to_rgba(_LINE_COLOR)), (k, 1))
         colors[:, 3] = np.clip(alpha, 0.03, 1.0) * 0.6
-        ax.add_collection(LineCollection(segs, colors=colors, linewidths=0.6, zorder=1))
+        ax.add_collection(LineCollection(list(segs), colors=colors, linewidths=0.6, zorder=1))
         shown = k
     ax.scatter(
         xs[:, 0],
