@@ -44,7 +44,7 @@ def test_divergence_is_non_negative_and_symmetric(seed):
 def test_divergence_tends_to_w2_squared_as_eps_vanishes():
     x, y = _cloud(50, 2, 1), _cloud(50, 2, 2, 1.5)
     w2sq = float(wasserstein(x, y) ** 2)
-    errs = [abs(float(sinkhorn_divergence(x, y, eps=e)) - w2sq) for e in (1.0, 0.1, 0.01)]
+    errs = [abs(float(sinkhorn_divergence(x, y, eps=e)) - w2sq) for e in (1.0, 0.3, 0.1)]
     assert errs[0] > errs[1] > errs[2]
     assert errs[2] / w2sq < 1e-2
 
@@ -64,13 +64,13 @@ def test_divergence_gradient_matches_finite_differences():
 def test_divergence_descent_moves_cloud_onto_target():
     x, y = _cloud(20, 2, 6).requires_grad_(), _cloud(20, 2, 7, 2.0)
     kw = dict(eps=0.5, tol=1e-6)
-    start = float(sinkhorn_divergence(x, y, **kw))
+    start = float(sinkhorn_divergence(x.detach(), y, **kw))
     opt = torch.optim.SGD([x], lr=10.0)  # 1/n-weighted gradients: lr ~ n / 2
     for _ in range(15):
         opt.zero_grad()
         sinkhorn_divergence(x, y, **kw).backward()
         opt.step()
-    assert float(sinkhorn_divergence(x, y, **kw)) < 0.05 * start
+    assert float(sinkhorn_divergence(x.detach(), y, **kw)) < 0.05 * start
 
 
 # --- duality --------------------------------------------------------------------------------

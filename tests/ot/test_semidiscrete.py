@@ -10,7 +10,7 @@ import ot
 import pytest
 import torch
 
-from otgen.ot import semidiscrete as sd
+from otgen.ot import laguerre
 from otgen.ot.result import ConvergenceWarning
 from otgen.ot.semidiscrete import (
     SemiDiscrete,
@@ -196,7 +196,7 @@ def test_helpers_nearest_neighbour_masses_and_blocks(monkeypatch):
     assert masses.shape == (7,) and float(masses.sum()) == pytest.approx(1.0)
     torch.testing.assert_close(masses, torch.bincount(idx, minlength=7).to(DT) / 300)
     value = semidual_value(x, y, g)
-    monkeypatch.setattr(sd, "_BLOCK_ELEMS", 20)  # 2 rows per block
+    monkeypatch.setattr(laguerre, "_BLOCK_ELEMS", 20)  # 2 rows per block
     assert torch.equal(laguerre_assign(x, y, g), idx)
     torch.testing.assert_close(semidual_value(x, y, g), value)
     assert torch.equal(laguerre_assign(x, y, g, cost=lambda a, c: torch.cdist(a, c) ** 2), idx)
