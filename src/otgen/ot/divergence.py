@@ -70,12 +70,12 @@ def sinkhorn_divergence(
     # cross term (exact when x = y); use them when their marginal error is already small.
     init = (f_xx, f_yy) if _start_error(prob_xy, f_xx, f_yy, eps) < 3e-2 else None
     ot_xy = solver(prob_xy, init=init).objective
-    value = ot_xy - 0.5 * (ot_xx + ot_yy)  # type: ignore[operator]
+    value = ot_xy - 0.5 * (ot_xx + ot_yy)
     floor = 1e-4 if x.dtype != torch.float64 else 1e-8
-    scale = sum(float(t.detach().abs()) for t in (ot_xy, ot_xx, ot_yy)) + eps
+    scale = float(ot_xy.detach().abs() + ot_xx.detach().abs() + ot_yy.detach().abs()) + eps
     if float(value.detach()) < -floor * scale:
         warnings.warn(
-            f"Sinkhorn divergence came out negative ({float(value):.3g}); the solves did not "
+            f"Sinkhorn divergence came out negative ({float(value.detach()):.3g}); the solves did not "
             "converge tightly enough. Lower `tol` or raise `max_iter`. Returning 0.",
             RuntimeWarning, stacklevel=2,
         )

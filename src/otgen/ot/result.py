@@ -47,7 +47,7 @@ class OTResult:
     converged: bool
     n_iter: int
     errors: Tensor
-    objective: Tensor | None = None
+    objective: Tensor
     eps: float | None = None
     plan_indices: Tensor | None = None
     plan_values: Tensor | None = None
