@@ -9,7 +9,15 @@ import scipy.optimize
 import scipy.stats
 import torch
 
-from otgen.ot import Exact, LinearProblem, c_transform, duality_gap, solve, wasserstein
+from otgen.ot import (
+    Exact,
+    LinearProblem,
+    assignment,
+    c_transform,
+    duality_gap,
+    solve,
+    wasserstein,
+)
 
 D = torch.float64
 
@@ -142,3 +150,24 @@ def test_float32_keeps_dtype():
     x, y = _cloud(20, 2, 23).float(), _cloud(20, 2, 24).float()
     res = solve(x, y)
     assert res.cost.dtype == torch.float32 and res.plan.dtype == torch.float32
+
+
+@pytest.mark.parametrize(("n", "d"), [(64, 2), (300, 2), (600, 2), (100, 20)])
+def test_assignment_route_matches_network_simplex(n, d):
+    x, y = _cloud(n, d, 30), _cloud(n, d, 31, 0.5)
+    with_duals = solve(x, y)
+    fast = solve(x, y, duals=False)
+    assert fast.f is None and fast.g is None
+    assert float(fast.cost) == pytest.approx(float(with_duals.cost), rel=1e-10)
+    sigma = assignment(x, y)
+    assert torch.equal(torch.sort(sigma).values, torch.arange(n))  # a permutation
+    C = torch.cdist(x, y) ** 2
+    assert float(C[torch.arange(n), sigma].mean()) == pytest.approx(float(with_duals.cost),
+                                                                   rel=1e-10)
+
+
+def test_assignment_route_gradient_equals_envelope_gradient():
+    x, y = _cloud(20, 2, 32).requires_grad_(), _cloud(20, 2, 33)
+    g1 = torch.autograd.grad(solve(x, y).cost, x)[0]
+    g2 = torch.autograd.grad(solve(x, y, duals=False).cost, x)[0]
+    torch.testing.assert_close(g1, g2)

@@ -10,7 +10,7 @@ from otgen.ot.api import solve, wasserstein
 from otgen.ot.costs import AbstractCost, CallableCost, Euclidean, PNorm, SqEuclidean, get_cost
 from otgen.ot.divergence import sinkhorn_divergence
 from otgen.ot.duality import c_transform, c_transform_targets, dual_objective, duality_gap
-from otgen.ot.exact import Exact
+from otgen.ot.exact import Exact, assignment
 from otgen.ot.gaussian import (
     GaussianMap,
     bures_map,
@@ -32,7 +32,7 @@ from otgen.ot.sinkhorn import Sinkhorn
 from otgen.ot.sliced import sliced_wasserstein
 
 __all__ = [
-    "AbstractCost", "CallableCost", "ConvergenceWarning", "Euclidean", "Exact",
+    "AbstractCost", "CallableCost", "ConvergenceWarning", "Euclidean", "Exact", "assignment",
     "GaussianMap", "LinearProblem", "OTResult", "PNorm", "Sinkhorn", "SqEuclidean",
     "barycentric_projection", "bures_map", "c_transform", "c_transform_targets",
     "displacement_interpolation", "dual_objective", "duality_gap", "entropic_map",

@@ -72,11 +72,12 @@ def sinkhorn_divergence(
     ot_xy = solver(prob_xy, init=init).objective
     value = ot_xy - 0.5 * (ot_xx + ot_yy)
     floor = 1e-4 if x.dtype != torch.float64 else 1e-8
-    scale = float(ot_xy.detach().abs() + ot_xx.detach().abs() + ot_yy.detach().abs()) + eps
+    scale = float(ot_xy.detach().abs() + ot_xx.detach().abs() + ot_yy.detach().abs())
+    scale += eps
     if float(value.detach()) < -floor * scale:
         warnings.warn(
-            f"Sinkhorn divergence came out negative ({float(value.detach()):.3g}); the solves did not "
-            "converge tightly enough. Lower `tol` or raise `max_iter`. Returning 0.",
+            f"Sinkhorn divergence came out negative ({float(value.detach()):.3g}); the solves "
+            "did not converge tightly enough. Lower `tol` or raise `max_iter`. Returning 0.",
             RuntimeWarning, stacklevel=2,
         )
     return value.clamp_min(0.0)

@@ -25,13 +25,69 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from otgen._validate import check_finite, check_int
 from otgen.ot._kernels import EnvelopeData, envelope_value
+from otgen.ot.costs import AbstractCost
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import OTResult, warn_not_converged
 
-__all__ = ["Exact", "emd_numpy"]
+__all__ = ["Exact", "assignment", "emd_numpy", "prefer_assignment"]
+
+
+def prefer_assignment(n: int, d: int) -> bool:
+    """Whether scipy's ``linear_sum_assignment`` beats the network simplex on an ``n x n``
+    uniform problem in dimension ``d``. Measured on this project's 2-core CPU (median of 5,
+    float64): LSA/simplex seconds at d = 2: n=256 0.0066/0.0089, n=512 0.0221/0.0228,
+    n=1000 0.119/0.099, n=2000 0.706/0.478; at d = 64: n=512 0.015/0.030,
+    n=2000 0.61/0.90."""
+    return n <= 512 or d >= 16
+
+
+def assignment(x: Tensor, y: Tensor, cost: str | AbstractCost = "sqeuclidean") -> Tensor:
+    r"""Optimal assignment (Monge problem between equal-size uniform clouds).
+
+    .. math:: \sigma^\star = \arg\min_{\sigma \in S_n} \sum_i c(x_i, y_{\sigma(i)})
+
+    Args:
+        x, y: ``(n, d)`` clouds of the same size.
+        cost: Ground cost.
+    Returns:
+        ``(n,)`` LongTensor ``sigma`` on ``x``'s device: ``x[i]`` is matched to
+        ``y[sigma[i]]``. Uses the faster of scipy's Hungarian-type solver and the network
+        simplex (see :func:`prefer_assignment`).
+    Example:
+        >>> assignment(torch.tensor([[0.0], [1.0]]), torch.tensor([[1.1], [0.1]]))
+        tensor([1, 0])
+    """
+    prob = LinearProblem(x, y, cost=cost)
+    n, m = prob.shape
+    if n != m:
+        raise ValueError(f"`assignment` needs clouds of one size, got {n} and {m}; use "
+                         "otgen.ot.solve for unequal sizes.")
+    with torch.no_grad():
+        C = prob.cost(x.detach(), y.detach())
+        check_finite("cost matrix", C)
+    return _assign(C, x.shape[1])
+
+
+def _assign(C: Tensor, d: int) -> Tensor:
+    n = C.shape[0]
+    C64 = np.ascontiguousarray(C.to(dtype=torch.float64, device="cpu").numpy())
+    if prefer_assignment(n, d):
+        import scipy.optimize
+
+        rows, cols = scipy.optimize.linear_sum_assignment(C64)
+        sigma = np.empty(n, dtype=np.int64)
+        sigma[rows] = cols
+    else:
+        w = np.full(n, 1.0 / n)
+        plan, _, _, ok, msg = emd_numpy(w, w, C64, max(10**7, 400 * n * n))
+        if not ok:
+            raise RuntimeError(f"network simplex did not converge on the assignment: {msg}")
+        sigma = plan.argmax(1)
+    return torch.from_numpy(sigma).to(C.device)
 
 
 def emd_numpy(
@@ -55,6 +111,9 @@ class Exact:
         max_iter: Network-simplex pivot limit; ``None`` scales it with the problem
             (``max(10^7, 100 (n + m)^2)``), far above what it needs in practice.
         strict: Raise ``RuntimeError`` instead of warning when the limit is hit.
+        duals: Compute the dual potentials. With ``duals=False`` uniform equal-size problems
+            go through the faster assignment route (:func:`assignment`) and ``f``, ``g`` are
+            ``None`` (gradients in ``a``, ``b`` are then unavailable).
     Example:
         >>> x = torch.tensor([[0.0], [1.0]]); y = torch.tensor([[1.0], [0.0]])
         >>> Exact()(LinearProblem(x, y)).cost
@@ -63,6 +122,7 @@ class Exact:
 
     max_iter: int | None = None
     strict: bool = False
+    duals: bool = True
 
     def __post_init__(self) -> None:
         if self.max_iter is not None:
@@ -74,6 +134,9 @@ class Exact:
         with torch.no_grad():
             C = prob.cost(x.detach(), y.detach())
             check_finite("cost matrix", C)
+        if not self.duals and n == m and _is_uniform(a) and _is_uniform(b):
+            return self._assignment_result(prob, C)
+        with torch.no_grad():
             C64 = C.to(dtype=torch.float64, device="cpu").numpy()
             a64 = a.detach().to(dtype=torch.float64, device="cpu").numpy()
             b64 = b.detach().to(dtype=torch.float64, device="cpu").numpy()
@@ -111,3 +174,31 @@ class Exact:
             plan_values=values,
             method="exact",
         )
+
+    def _assignment_result(self, prob: LinearProblem, C: Tensor) -> OTResult:
+        """Result of a uniform equal-size problem solved as an assignment (no duals)."""
+        x, y, a = prob.x, prob.y, prob.a
+        n = x.shape[0]
+        sigma = _assign(C, x.shape[1])
+        rows = torch.arange(n, device=x.device)
+        indices = torch.stack([rows, sigma])
+        values = torch.full((n,), float(a.detach().sum()) / n, dtype=x.dtype, device=x.device)
+        plan = torch.zeros(n, n, dtype=x.dtype, device=x.device)
+        plan[rows, sigma] = values
+        with torch.no_grad():
+            cost_v = (values * C[rows, sigma]).sum()
+        if x.requires_grad or y.requires_grad:
+            xs = x if x.requires_grad else x.detach()
+            ys = y[sigma] if y.requires_grad else y.detach()[sigma]
+            value = cost_v + ((values * prob.cost.pairwise(xs, ys)).sum() - cost_v.detach())
+        else:
+            value = cost_v
+        return OTResult(
+            cost=value, plan=plan, f=None, g=None, converged=True, n_iter=0,
+            errors=torch.zeros(1, dtype=x.dtype, device=x.device), objective=value, eps=None,
+            plan_indices=indices, plan_values=values, method="exact-assignment",
+        )
+
+
+def _is_uniform(w: Tensor) -> bool:
+    return bool((w.detach() == w.detach()[0]).all())
