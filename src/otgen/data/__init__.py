@@ -1,5 +1,32 @@
-"""Data sources: point clouds from ``.npy`` / ``.csv`` files (see :mod:`otgen.data.io`)."""
+"""Data sources: 2-D toys (:mod:`otgen.data.toys`), specs by name
+(:mod:`otgen.data.registry`) and point clouds from ``.npy`` / ``.csv`` files
+(:mod:`otgen.data.io`)."""
 
 from otgen.data.io import load_cloud, load_weights
+from otgen.data.registry import TOYS, dataset_dim, get_sampler
+from otgen.data.toys import (
+    sample_8gaussians,
+    sample_checkerboard,
+    sample_circles,
+    sample_moons,
+    sample_pinwheel,
+    sample_scurve,
+    sample_spirals,
+    sample_swissroll,
+)
 
-__all__ = ["load_cloud", "load_weights"]
+__all__ = [
+    "load_cloud",
+    "load_weights",
+    "TOYS",
+    "dataset_dim",
+    "get_sampler",
+    "sample_8gaussians",
+    "sample_checkerboard",
+    "sample_circles",
+    "sample_moons",
+    "sample_pinwheel",
+    "sample_scurve",
+    "sample_spirals",
+    "sample_swissroll",
+]

@@ -141,4 +141,7 @@ class ReflowCoupling(AbstractCoupling):
         with torch.no_grad():
             res = integrate(self.field, x0.detach(), method=self.method, steps=self.steps,
                             atol=self.atol, rtol=self.rtol)
-        return x0, res.x, torch.arange(x0.shape[0], device=x0.device)
+        x1_flow = res.x
+        if isinstance(x1_flow, tuple):
+            raise TypeError("the reflow field must map a tensor state to a tensor")
+        return x0, x1_flow, torch.arange(x0.shape[0], device=x0.device)

@@ -5,5 +5,6 @@ pyplot state) and never call ``show()``; the caller saves it with ``fig.savefig(
 """
 
 from otgen.viz.coupling import plot_coupling
+from otgen.viz.flows import plot_loss, plot_samples, plot_trajectories
 
-__all__ = ["plot_coupling"]
+__all__ = ["plot_coupling", "plot_loss", "plot_samples", "plot_trajectories"]
