@@ -79,19 +79,28 @@ class FlowMatcher:
     coupling: AbstractCoupling = field(default_factory=IndependentCoupling)
     t_range: tuple[float, float] = (0.0, 1.0)
 
-    def sample(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None
-               ) -> MatcherBatch:
-        """Couple the batches, draw times and points on the path; shapes ``(B, *D)``."""
-        x0, x1, j = self.coupling(x0, x1, generator)
+    def sample(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, *,
+               pairs: tuple[Tensor, Tensor, Tensor] | None = None) -> MatcherBatch:
+        """Couple the batches, draw times and points on the path; shapes ``(B, *D)``.
+
+        ``pairs = (x0, x1_paired, j)`` skips the coupling (already computed, e.g. ahead of
+        time in another thread by :meth:`pair`)."""
+        x0, x1, j = pairs if pairs is not None else self.coupling(x0, x1, generator)
         lo, hi = self.t_range
         t = lo + (hi - lo) * torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype,
                                         device=x0.device)
         draw = self.path.sample(x0, x1, t, generator=generator)
         return MatcherBatch(t=t, xt=draw.xt, ut=draw.ut, j=j, draw=draw)
 
+    def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        """Only the coupling step: ``(x0, x1[j], j)``."""
+        return self.coupling(x0, x1, generator)
+
     def loss(
         self, field: Field, x0: Tensor, x1: Tensor, *, generator: torch.Generator | None = None,
         score: Field | None = None, cond: Tensor | None = None,
+        pairs: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Mean squared regression error (plus the score loss when ``score`` is given).
 
@@ -102,10 +111,11 @@ class FlowMatcher:
             score: Optional score model ``s(t, x)`` for stochastic paths (SB-CFM).
             cond: Optional per-sample condition of ``x1`` (``(B, ...)``); it follows the
                 coupling's pairing.
+            pairs: Precomputed coupling ``(x0, x1_paired, j)`` (see :meth:`pair`).
         Returns:
             Scalar loss.
         """
-        b = self.sample(x0, x1, generator)
+        b = self.sample(x0, x1, generator, pairs=pairs)
         if cond is not None:
             v = field(b.t, b.xt, cond[b.j])
         else:

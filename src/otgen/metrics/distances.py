@@ -18,7 +18,7 @@ from otgen.ot import sinkhorn_divergence, sliced_wasserstein, wasserstein
 __all__ = ["w2", "sliced_w2", "mmd"]
 
 
-def w2(x: Tensor, y: Tensor, *, exact_max: int = 5000, eps_rel: float = 1e-3) -> Tensor:
+def w2(x: Tensor, y: Tensor, *, exact_max: int = 5000, eps_rel: float = 5e-3) -> Tensor:
     r""":math:`W_2` between the empirical measures of ``x`` ``(n, d)`` and ``y`` ``(m, d)``.
 
     Exact when ``max(n, m) <= exact_max``; otherwise :math:`\sqrt{S_\varepsilon}` with

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,12 @@ def build_run(cfg: TrainConfig) -> Run:
     return Run(cfg, model, ema, matcher, data, source, dim, dtype)
 
 
+_STREAMS = ("data", "source", "pair", "coupling")
+
+
 def _streams(seed: int) -> dict[str, torch.Generator]:
     return {name: torch.Generator().manual_seed(seed * 1000 + k)
-            for k, name in enumerate(("data", "source", "pair"))}
+            for k, name in enumerate(_STREAMS)}
 
 
 def save_weights(run: Run, run_dir: str | os.PathLike[str]) -> None:
@@ -120,11 +124,26 @@ def train(
     t_start = time.perf_counter()
     seconds0 = float(state["train_seconds"])
     step = int(state["step"])
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        return run.source(cfg.batch_size, gens["source"]), run.data(cfg.batch_size,
+                                                                    gens["data"])
+
+    # The coupling of batch k+1 is computed in a worker thread while the model steps on
+    # batch k (the network simplex releases the GIL). Every random draw happens in step
+    # order; `snapshot` holds the stream states before the look-ahead draw, which is what
+    # a checkpoint saves, so a resumed run redraws exactly the same batches.
+    pool = ThreadPoolExecutor(max_workers=1)
+    snapshot = {k: g.get_state() for k, g in gens.items()}
     try:
-        while step < end:
-            x1 = run.data(cfg.batch_size, gens["data"])
-            x0 = run.source(cfg.batch_size, gens["source"])
-            loss = matcher.loss(model, x0, x1, generator=gens["pair"])
+        pending = pool.submit(matcher.pair, *draw(), gens["coupling"]) if step < end else None
+        while step < end and pending is not None:
+            pairs = pending.result()
+            snapshot = {k: g.get_state() for k, g in gens.items()}
+            pending = pool.submit(matcher.pair, *draw(), gens["coupling"]) \
+                if step + 1 < end else None
+            loss = matcher.loss(model, pairs[0], pairs[1], generator=gens["pair"],
+                                pairs=pairs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -138,14 +157,26 @@ def train(
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}", refresh=False)
             bar.update(1)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < end:
-                state = {"step": step, "loss": losses,
-                         "train_seconds": seconds0 + time.perf_counter() - t_start}
-                save_checkpoint(out, model=model, optimizer=opt, generators=gens,
-                                state=state, ema=ema)
+                _checkpoint(out, run, opt, gens, snapshot, losses,
+                            seconds0 + time.perf_counter() - t_start, step)
     finally:
         bar.close()
-    state = {"step": step, "loss": losses,
-             "train_seconds": seconds0 + time.perf_counter() - t_start}
-    save_checkpoint(out, model=model, optimizer=opt, generators=gens, state=state, ema=ema)
+        pool.shutdown(wait=True, cancel_futures=True)
+    state = _checkpoint(out, run, opt, gens, snapshot, losses,
+                        seconds0 + time.perf_counter() - t_start, step)
     save_weights(run, out)
     return run, state
+
+
+def _checkpoint(out: Path, run: Run, opt: torch.optim.Optimizer,
+                gens: dict[str, torch.Generator], snapshot: dict[str, torch.Tensor],
+                losses: list[float], seconds: float, step: int) -> dict[str, Any]:
+    """Save with the data/source/coupling streams as they were before the look-ahead draw
+    and the pair stream (times, path noise) as it is now."""
+    saved = {k: torch.Generator() for k in gens}
+    for k, g in saved.items():
+        g.set_state(gens[k].get_state() if k == "pair" else snapshot[k])
+    state = {"step": step, "loss": losses, "train_seconds": seconds}
+    save_checkpoint(out, model=run.model, optimizer=opt, generators=saved, state=state,
+                    ema=run.ema)
+    return state
