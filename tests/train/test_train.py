@@ -23,9 +23,10 @@ def _weights_equal(a, b):
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("method", ["otcfm", "sbcfm", "cfm"])
-def test_resume_is_bit_for_bit(tmp_path, method):
-    cfg = TrainConfig(method=method, **SMALL)
+@pytest.mark.parametrize(("method", "reflow"),
+                         [("otcfm", 0), ("sbcfm", 0), ("cfm", 0), ("rectified", 1)])
+def test_resume_is_bit_for_bit(tmp_path, method, reflow):
+    cfg = TrainConfig(method=method, reflow=reflow, **{**SMALL, "steps": 40 // (1 + reflow)})
     _, full = train(cfg, tmp_path / "full", progress=False)
     train(cfg, tmp_path / "part", progress=False, stop_after=25)
     _, resumed = train(cfg, tmp_path / "part", progress=False, resume=True)

@@ -41,6 +41,11 @@ class TrainConfig:
         atol, rtol: Tolerances of dopri5 at evaluation.
         n_eval: Generated / fresh data samples for W2 and NPE; ``n_nll`` points for the NLL.
         ckpt_every: Steps between checkpoints (0: only at the end).
+        eval_every: Steps between quick evaluations during training (W2 of 500 samples
+            drawn with 20 RK4 steps, logged in the state's ``evals``; 0 disables).
+        reflow: Number of reflow stages after the first (rectified flow / k-reflow): each
+            retrains for ``steps`` more steps on pairs ``(x0, T(x0))`` of the model as it
+            was at the end of the previous stage. Total steps ``steps * (1 + reflow)``.
         dtype: ``"float32"`` or ``"float64"``.
     """
 
@@ -66,6 +71,8 @@ class TrainConfig:
     n_eval: int = 2000
     n_nll: int = 500
     ckpt_every: int = 2000
+    eval_every: int = 0
+    reflow: int = 0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -78,6 +85,8 @@ class TrainConfig:
                      "n_nll"):
             check_int(name, getattr(self, name))
         check_int("ckpt_every", self.ckpt_every, minimum=0)
+        check_int("eval_every", self.eval_every, minimum=0)
+        check_int("reflow", self.reflow, minimum=0)
         check_int("seed", self.seed, minimum=0)
         for name in ("lr", "atol", "rtol"):
             check_positive(name, getattr(self, name))
@@ -87,6 +96,11 @@ class TrainConfig:
             raise ValueError(f"`sigma` must be >= 0, got {self.sigma}.")
         if not isinstance(self.data_params, dict):
             raise TypeError("`data_params` must be a JSON object (dict).")
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps over all stages: ``steps * (1 + reflow)``."""
+        return self.steps * (1 + self.reflow)
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON dict of all fields."""

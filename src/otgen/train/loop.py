@@ -13,19 +13,26 @@ from __future__ import annotations
 import copy
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from otgen.data.registry import get_sampler
+from otgen.flows.couplings import ReflowCoupling
 from otgen.flows.matchers import FlowMatcher, make_matcher
+from otgen.flows.paths import LinearPath
 from otgen.models import MLPVectorField
-from otgen.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from otgen.train.checkpoint import (
+    CheckpointError,
+    has_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from otgen.train.config import TrainConfig
 
 __all__ = ["Run", "build_run", "train", "save_weights"]
@@ -100,7 +107,7 @@ def train(
         progress: Show the progress bar (``None``: when stderr is a terminal or always
             for runs over a second, via tqdm's delay).
         stop_after: Stop (after checkpointing) once this many steps are done in total;
-            used to test kill-and-resume. ``None`` runs to ``cfg.steps``.
+            used to test kill-and-resume. ``None`` runs to ``cfg.total_steps``.
     Returns:
         ``(run, state)`` with ``state`` holding ``step``, ``loss`` (per-step history),
         ``train_seconds``.
@@ -116,34 +123,52 @@ def train(
             raise ValueError(f"--resume: no checkpoint in {out}; run without --resume first.")
         state = load_checkpoint(out, model=run.model, optimizer=opt, generators=gens,
                                 ema=run.ema)
-    model, matcher, ema = run.model, run.matcher, run.ema
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    model, ema = run.model, run.ema
+    total = cfg.total_steps
+    end = total if stop_after is None else min(total, stop_after)
     losses: list[float] = list(state["loss"])
-    bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", unit="step",
+    evals: list[list[float]] = list(state.get("evals", []))
+    bar = tqdm(total=total, initial=state["step"], desc="train", unit="step",
                disable=progress is False, delay=1.0, leave=False)
     t_start = time.perf_counter()
     seconds0 = float(state["train_seconds"])
     step = int(state["step"])
 
+    def stage(k: int) -> int:
+        return min(k // cfg.steps, cfg.reflow)
+
+    teacher = _load_teacher(run, out) if stage(step) > 0 else None
+
+    def matcher_at(k: int) -> FlowMatcher:
+        if stage(k) == 0:
+            return run.matcher
+        if teacher is None:
+            raise RuntimeError("internal: reflow stage without a teacher")
+        return FlowMatcher(LinearPath(0.0), ReflowCoupling(teacher, atol=1e-5, rtol=1e-5))
+
     def draw() -> tuple[torch.Tensor, torch.Tensor]:
         return run.source(cfg.batch_size, gens["source"]), run.data(cfg.batch_size,
                                                                     gens["data"])
 
+    def submit(k: int) -> Future[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return pool.submit(matcher_at(k).pair, *draw(), gens["coupling"])
+
     # The coupling of batch k+1 is computed in a worker thread while the model steps on
     # batch k (the network simplex releases the GIL). Every random draw happens in step
     # order; `snapshot` holds the stream states before the look-ahead draw, which is what
-    # a checkpoint saves, so a resumed run redraws exactly the same batches.
+    # a checkpoint saves, so a resumed run redraws exactly the same batches. At a reflow
+    # boundary the look-ahead waits for the stage's last step (the new teacher).
     pool = ThreadPoolExecutor(max_workers=1)
     snapshot = {k: g.get_state() for k, g in gens.items()}
     try:
-        pending = pool.submit(matcher.pair, *draw(), gens["coupling"]) if step < end else None
+        pending = submit(step) if step < end else None
         while step < end and pending is not None:
             pairs = pending.result()
             snapshot = {k: g.get_state() for k, g in gens.items()}
-            pending = pool.submit(matcher.pair, *draw(), gens["coupling"]) \
-                if step + 1 < end else None
-            loss = matcher.loss(model, pairs[0], pairs[1], generator=gens["pair"],
-                                pairs=pairs)
+            boundary = step + 1 < end and stage(step + 1) != stage(step)
+            pending = submit(step + 1) if step + 1 < end and not boundary else None
+            loss = matcher_at(step).loss(model, pairs[0], pairs[1], generator=gens["pair"],
+                                         pairs=pairs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -153,16 +178,22 @@ def train(
                         pe.lerp_(p, 1.0 - cfg.ema)
             step += 1
             losses.append(float(loss.detach()))
-            if step % 50 == 0:
+            if boundary:
+                teacher = _save_teacher(run, out)
+                pending = submit(step)
+            if cfg.eval_every and step % cfg.eval_every == 0:
+                evals.append([step, _quick_w2(run)])
+                bar.set_postfix(w2=f"{evals[-1][1]:.3f}", refresh=False)
+            elif step % 50 == 0:
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}", refresh=False)
             bar.update(1)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < end:
-                _checkpoint(out, run, opt, gens, snapshot, losses,
+                _checkpoint(out, run, opt, gens, snapshot, losses, evals,
                             seconds0 + time.perf_counter() - t_start, step)
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
-    state = _checkpoint(out, run, opt, gens, snapshot, losses,
+    state = _checkpoint(out, run, opt, gens, snapshot, losses, evals,
                         seconds0 + time.perf_counter() - t_start, step)
     save_weights(run, out)
     return run, state
@@ -170,13 +201,49 @@ def train(
 
 def _checkpoint(out: Path, run: Run, opt: torch.optim.Optimizer,
                 gens: dict[str, torch.Generator], snapshot: dict[str, torch.Tensor],
-                losses: list[float], seconds: float, step: int) -> dict[str, Any]:
+                losses: list[float], evals: list[list[float]], seconds: float, step: int
+                ) -> dict[str, Any]:
     """Save with the data/source/coupling streams as they were before the look-ahead draw
     and the pair stream (times, path noise) as it is now."""
     saved = {k: torch.Generator() for k in gens}
     for k, g in saved.items():
         g.set_state(gens[k].get_state() if k == "pair" else snapshot[k])
-    state = {"step": step, "loss": losses, "train_seconds": seconds}
+    state = {"step": step, "loss": losses, "evals": evals, "train_seconds": seconds}
     save_checkpoint(out, model=run.model, optimizer=opt, generators=saved, state=state,
                     ema=run.ema)
     return state
+
+
+def _save_teacher(run: Run, out: Path) -> MLPVectorField:
+    """Freeze the current weights as the reflow teacher (also written to
+    ``teacher.safetensors`` so that a resumed run uses the same one)."""
+    teacher = copy.deepcopy(run.eval_model()).requires_grad_(False).eval()
+    tmp = out / f".teacher.safetensors.tmp-{os.getpid()}"
+    save_file({k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()},
+              str(tmp))
+    os.replace(tmp, out / "teacher.safetensors")
+    return teacher
+
+
+def _load_teacher(run: Run, out: Path) -> MLPVectorField:
+    path = out / "teacher.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: cannot resume a reflow stage without "
+                              "its teacher.")
+    teacher = copy.deepcopy(run.model).requires_grad_(False).eval()
+    teacher.load_state_dict(load_file(str(path)))
+    return teacher
+
+
+def _quick_w2(run: Run, n: int = 500) -> float:
+    """W2 of ``n`` samples (20 RK4 steps) to ``n`` fresh data points, own seeded stream."""
+    from otgen.metrics import w2
+    from otgen.ode import integrate
+
+    g = torch.Generator().manual_seed(run.config.seed * 1000 + 77)
+    x0, data = run.source(n, g), run.data(n, g)
+    with torch.no_grad():
+        x1 = integrate(run.eval_model(), x0, method="rk4", steps=20).x
+    if isinstance(x1, tuple):
+        raise TypeError("internal: sampling state must be a tensor")
+    return float(w2(x1, data))
