@@ -100,11 +100,11 @@ def test_entropic_coupling_follows_the_plan_rows():
     plan = solve(x0, x1, method="sinkhorn", eps=0.5, tol=1e-10).plan
     g = torch.Generator().manual_seed(9)
     counts = torch.zeros(6, 6, dtype=D)
-    for _ in range(3000):
+    for _ in range(600):
         _, _, j = cp(x0, x1, g)
         counts[torch.arange(6), j] += 1
-    freq = counts / 3000
-    torch.testing.assert_close(freq, plan * 6, atol=0.04, rtol=0)
+    freq = counts / 600  # each entry: standard error <= 0.5 / sqrt(600) = 0.02
+    torch.testing.assert_close(freq, plan * 6, atol=0.07, rtol=0)
 
 
 def test_independent_coupling_is_identity():

@@ -34,8 +34,12 @@ class TrainConfig:
         method: Objective: one of :data:`otgen.flows.matchers.METHODS`.
         sigma: Path noise (method-dependent default when ``None``).
         steps: Optimiser steps. batch_size: Samples per step. lr: Adam learning rate.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 over each stage's steps).
         hidden, depth, activation, time_embedding: The MLP vector field.
-        ema: EMA decay of the weights used for evaluation (0 disables).
+        ema: EMA decay of the weights used for evaluation (0 disables). The main job's
+            defaults (width 128, EMA 0.999) were chosen by measurement: at 8000 steps on
+            moons, W2 = 0.186 (width 64, no EMA), 0.144 (64, EMA), 0.129 (128, EMA); the
+            sampling floor (2000 vs 2000 fresh samples) is 0.054.
         seed: Seed of every random stream.
         solver: ODE solver for sampling/evaluation; ``solver_steps`` for fixed-step ones.
         atol, rtol: Tolerances of dopri5 at evaluation.
@@ -47,6 +51,9 @@ class TrainConfig:
             retrains for ``steps`` more steps on pairs ``(x0, T(x0))`` of the model as it
             was at the end of the previous stage. Total steps ``steps * (1 + reflow)``.
         dtype: ``"float32"`` or ``"float64"``.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``. Random streams live on the CPU, so a run draws the same batches
+            on any device; bit-for-bit resume is guaranteed on the CPU.
     """
 
     data: str = "moons"
@@ -58,11 +65,12 @@ class TrainConfig:
     steps: int = 8000
     batch_size: int = 256
     lr: float = 1e-3
-    hidden: int = 64
+    lr_schedule: str = "constant"
+    hidden: int = 128
     depth: int = 3
     activation: str = "selu"
     time_embedding: str = "concat"
-    ema: float = 0.0
+    ema: float = 0.999
     seed: int = 0
     solver: str = "dopri5"
     solver_steps: int = 100
@@ -74,13 +82,19 @@ class TrainConfig:
     eval_every: int = 0
     reflow: int = 0
     dtype: str = "float32"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
         check_choice("solver", self.solver, SOLVERS)
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        if not isinstance(self.device, str) or not (
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
+                             f"{self.device!r}.")
         for name in ("steps", "batch_size", "hidden", "depth", "solver_steps", "n_eval",
                      "n_nll"):
             check_int(name, getattr(self, name))
@@ -101,6 +115,14 @@ class TrainConfig:
     def total_steps(self) -> int:
         """Optimiser steps over all stages: ``steps * (1 + reflow)``."""
         return self.steps * (1 + self.reflow)
+
+    def resolved_device(self) -> str:
+        """The torch device this config runs on."""
+        if self.device == "auto":
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON dict of all fields."""

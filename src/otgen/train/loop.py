@@ -11,6 +11,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,8 +60,12 @@ class Run:
 def build_run(cfg: TrainConfig) -> Run:
     """Instantiate model, objective and samplers from ``cfg`` (weights seeded)."""
     dtype = getattr(torch, cfg.dtype)
-    data = get_sampler(cfg.data, dtype=dtype, **cfg.data_params)
-    source = get_sampler(cfg.source, dtype=dtype)
+    device = torch.device(cfg.resolved_device())
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` {cfg.device!r}: CUDA is not available here; use 'auto' "
+                         "or 'cpu'.")
+    data = get_sampler(cfg.data, dtype=dtype, device=device, **cfg.data_params)
+    source = get_sampler(cfg.source, dtype=dtype, device=device)
     probe = data(2, torch.Generator().manual_seed(0))
     dim = int(probe.shape[1])
     if source(2, torch.Generator().manual_seed(0)).shape[1] != dim:
@@ -68,7 +73,7 @@ def build_run(cfg: TrainConfig) -> Run:
                          "dimensions; use 'gaussian:D' with the data's D.")
     torch.manual_seed(cfg.seed)
     model = MLPVectorField(dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
-                           time_embedding=cfg.time_embedding).to(dtype)
+                           time_embedding=cfg.time_embedding).to(device=device, dtype=dtype)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
     matcher = make_matcher(cfg.method, sigma=cfg.sigma)
     return Run(cfg, model, ema, matcher, data, source, dim, dtype)
@@ -129,7 +134,7 @@ def train(
     losses: list[float] = list(state["loss"])
     evals: list[list[float]] = list(state.get("evals", []))
     bar = tqdm(total=total, initial=state["step"], desc="train", unit="step",
-               disable=progress is False, delay=1.0, leave=False)
+               disable=progress is False, delay=1.0, leave=False, mininterval=0.5)
     t_start = time.perf_counter()
     seconds0 = float(state["train_seconds"])
     step = int(state["step"])
@@ -167,6 +172,10 @@ def train(
             snapshot = {k: g.get_state() for k, g in gens.items()}
             boundary = step + 1 < end and stage(step + 1) != stage(step)
             pending = submit(step + 1) if step + 1 < end and not boundary else None
+            if cfg.lr_schedule == "cosine":
+                frac = (step % cfg.steps) / cfg.steps  # restarts at each reflow stage
+                for group in opt.param_groups:
+                    group["lr"] = 0.5 * cfg.lr * (1.0 + math.cos(math.pi * frac))
             loss = matcher_at(step).loss(model, pairs[0], pairs[1], generator=gens["pair"],
                                          pairs=pairs)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,752 @@
+#!/usr/bin/env python
+"""Flow-matching benchmark: otgen against TorchCFM on the same toy tasks, in one process.
+
+Setup (the issue's spec):
+
+* model: the MLP of TorchCFM's examples, 3 hidden layers of 64 SELU units, input
+  ``[x, t]`` (otgen ``MLPVectorField(2, hidden=64, depth=3, activation="selu")``, TorchCFM
+  ``torchcfm.models.models.MLP(dim=2, w=64, time_varying=True)``: the same layers and the
+  same ``state_dict`` keys; both are initialised under ``torch.manual_seed(seed)`` and the
+  script checks that the initial weights are identical);
+* batch 256, Adam lr 1e-3, sigma = 0 (OT-CFM, I-CFM), ``--steps`` steps (10k), seeds 0-2;
+* tasks: N(0, I) -> ``moons`` (``make_moons(noise=0.05) * 2``, then ``x[:, 0] -= 1``:
+  ``sample_moons(n, noise=0.05, noise_kind="gaussian", scale=2.0, shift=(-1.0, 0.0))``)
+  and N(0, I) -> ``8gaussians`` (``sample_8gaussians(n, radius=5.0, std=0.1 ** 0.5)``);
+* methods: ``otcfm`` (exact minibatch OT), ``cfm`` (I-CFM), ``sbcfm`` (entropic OT with
+  eps = 2 sigma^2 and the Brownian-bridge path, sigma = ``--sb-sigma``, default 1.0 =
+  TorchCFM's default). TorchCFM's ``SchrodingerBridgeConditionalFlowMatcher`` defaults to
+  ``ot_method="exact"`` (its docstring: exact works better at moderate batch sizes); to
+  compare the same objective we pass ``ot_method="sinkhorn"`` (``reg = 2 sigma^2``, POT's
+  ``ot.sinkhorn``) unless ``--sb-ot exact``.
+
+Libraries:
+
+* ``otgen``: otgen's own training loop ``otgen.train.train(TrainConfig(...))`` (the
+  coupling of batch k+1 is computed in a worker thread while the model steps on batch k).
+* ``torchcfm``: the hand-written loop of TorchCFM's README: ``t, xt, ut =
+  FM.sample_location_and_conditional_flow(x0, x1)``, ``vt = model(cat[xt, t])``,
+  ``loss = mean((vt - ut)^2)``, Adam. TorchCFM's loss is a per-coordinate mean, otgen's
+  sums over the d = 2 coordinates and averages over the batch: the gradients differ by the
+  factor d = 2, to which Adam is invariant (up to its eps = 1e-8).
+* ``otgen-sync`` (throughput only): the same otgen objective in a plain synchronous loop
+  like TorchCFM's (``matcher.loss(model, x0, x1)``), to show what the worker thread buys.
+* ``otgen-emd`` (throughput only, diagnostic): otgen's loop with the batch assignment sent
+  to the network simplex (``emd_numpy``) instead of scipy's ``linear_sum_assignment``.
+
+Both libraries see *identical* batches: the TorchCFM loop draws x0 and x1 from otgen's
+samplers with the generators otgen's loop uses (``otgen.train.loop._streams(seed)``:
+``source`` and ``data``). Times, path noise and the pairing draws come from each library's
+own RNG (TorchCFM: the global torch RNG and NumPy's, seeded with ``seed``).
+
+Evaluation (identical for both models, otgen's tools): 2000 points x0 ~ N(0, I) and 2000
+fresh data points from ``Generator().manual_seed(1000 * seed + 99)``; ``otgen.ode.integrate``
+(dopri5, atol = rtol = 1e-4) gives the samples and NFE; ``otgen.metrics.w2`` (exact W2,
+2000 vs 2000) and ``otgen.metrics.path_energy`` (NPE, same solver). The NFE of the same
+solve with ``torchdiffeq.odeint`` (dopri5, 1e-4, what TorchCFM reports) is recorded too.
+
+Training throughput = steps / time of the training loop (otgen: its ``train_seconds``,
+which excludes model construction and the final checkpoint; TorchCFM: the loop only).
+
+Other measurements:
+
+* ``--overhead``: otgen's ``ExactOTCoupling()(x0, x1)`` minus the bare assignment solver
+  call it makes (``scipy.optimize.linear_sum_assignment`` or ``emd_numpy``, per
+  ``otgen.ot.exact.prefer_assignment``) on the same float64 cost matrix, per batch, medians;
+  also TorchCFM's ``ot_sampler.sample_plan`` and POT's ``ot.emd`` on the same batches.
+* ``--throughput``: steps/s of torchcfm / otgen / otgen-sync with torch.set_num_threads(1)
+  and (2), round-robin, ``--tp-steps`` steps, ``--tp-reps`` repetitions, medians.
+
+Every finished run is appended to ``--out`` (JSON, rewritten atomically after each run);
+``--resume`` skips runs already there; ``--report`` only prints the tables.
+
+Usage::
+
+    python benchmarks/flow_matching.py --quick                 # 1k steps, seed 0, moons
+    python benchmarks/flow_matching.py --methods otcfm --tasks moons 8gaussians \\
+        --seeds 0 1 2 --steps 10000 --out /tmp/fm.json --resume
+    python benchmarks/flow_matching.py --overhead --throughput --out /tmp/fm.json
+    python benchmarks/flow_matching.py --report --out /tmp/fm.json --merge /tmp/other.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from otgen.data.registry import get_sampler
+from otgen.flows.couplings import ExactOTCoupling
+from otgen.flows.matchers import make_matcher
+from otgen.metrics import path_energy, w2
+from otgen.models import MLPVectorField
+from otgen.ode import integrate
+from otgen.ot.exact import emd_numpy, prefer_assignment
+from otgen.ot.problem import LinearProblem
+from otgen.train import loop as otgen_loop
+from otgen.train.config import TrainConfig
+
+TASKS: dict[str, tuple[str, dict[str, Any]]] = {
+    "moons": ("moons", {"noise": 0.05, "noise_kind": "gaussian", "scale": 2.0,
+                        "shift": [-1.0, 0.0]}),
+    "8gaussians": ("8gaussians", {"radius": 5.0, "std": 0.1**0.5}),
+}
+METHODS = ("otcfm", "cfm", "sbcfm")
+LIBS = ("otgen", "torchcfm")
+BATCH, LR, HIDDEN, DEPTH = 256, 1e-3, 64, 3
+N_EVAL, TOL = 2000, 1e-4
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"runs": [], "throughput": [], "overhead": [], "meta": []}
+
+
+def _save(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def _sigma(method: str, sb_sigma: float) -> float:
+    return sb_sigma if method == "sbcfm" else 0.0
+
+
+def _samplers(task: str):
+    name, params = TASKS[task]
+    return get_sampler("gaussian"), get_sampler(name, **params)
+
+
+def _streams(seed: int) -> dict[str, torch.Generator]:
+    """The generators of otgen's loop (so that the TorchCFM loop sees the same batches)."""
+    return otgen_loop._streams(seed)
+
+
+def _tcfm_matcher(method: str, sb_sigma: float, sb_ot: str):
+    from torchcfm.conditional_flow_matching import (
+        ConditionalFlowMatcher,
+        ExactOptimalTransportConditionalFlowMatcher,
+        SchrodingerBridgeConditionalFlowMatcher,
+    )
+
+    if method == "otcfm":
+        return ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
+    if method == "cfm":
+        return ConditionalFlowMatcher(sigma=0.0)
+    return SchrodingerBridgeConditionalFlowMatcher(sigma=sb_sigma, ot_method=sb_ot)
+
+
+def _tcfm_model(seed: int) -> torch.nn.Module:
+    from torchcfm.models.models import MLP
+
+    torch.manual_seed(seed)
+    return MLP(dim=2, time_varying=True, w=HIDDEN)
+
+
+class _TcfmField(torch.nn.Module):
+    """TorchCFM's model as a field v(t, x) (the ``torch_wrapper`` of its examples)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, t: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1).expand(x.shape[0], 1)
+        return self.model(torch.cat([x, t], dim=-1))
+
+
+def _config(task: str, method: str, steps: int, seed: int, sb_sigma: float) -> TrainConfig:
+    name, params = TASKS[task]
+    return TrainConfig(data=name, data_params=dict(params), method=method,
+                       sigma=_sigma(method, sb_sigma), steps=steps, batch_size=BATCH, lr=LR,
+                       hidden=HIDDEN, depth=DEPTH, activation="selu", seed=seed,
+                       ckpt_every=0, ema=0.0, lr_schedule="constant")
+
+
+# --------------------------------------------------------------------------- training
+
+
+#: process CPU seconds (all threads) of the last training call; for otgen's loop it
+#: also covers model construction and the final checkpoint (a few ms)
+LAST_CPU = [float("nan")]
+
+
+def train_otgen(task: str, method: str, steps: int, seed: int, sb_sigma: float
+                ) -> tuple[torch.nn.Module, float, float]:
+    """otgen's own loop; returns (field, seconds, last loss)."""
+    cfg = _config(task, method, steps, seed, sb_sigma)
+    with tempfile.TemporaryDirectory(prefix="fm-bench-") as d:
+        c0 = time.process_time()
+        run, state = otgen_loop.train(cfg, d, progress=False)
+        LAST_CPU[0] = time.process_time() - c0
+    return run.model, float(state["train_seconds"]), float(state["loss"][-1])
+
+
+def train_otgen_emd(task: str, method: str, steps: int, seed: int, sb_sigma: float
+                    ) -> tuple[torch.nn.Module, float, float]:
+    """Diagnostic: otgen's loop with the assignment routed to the network simplex
+    (``otgen.ot.exact.prefer_assignment`` patched to False for the run)."""
+    import otgen.ot.exact as exact
+
+    saved = exact.prefer_assignment
+    exact.prefer_assignment = lambda n, d: False
+    try:
+        return train_otgen(task, method, steps, seed, sb_sigma)
+    finally:
+        exact.prefer_assignment = saved
+
+
+def train_otgen_sync(task: str, method: str, steps: int, seed: int, sb_sigma: float
+                     ) -> tuple[torch.nn.Module, float, float]:
+    """otgen's objective in a synchronous loop (no look-ahead thread), same batches."""
+    source, data = _samplers(task)
+    gens = _streams(seed)
+    torch.manual_seed(seed)
+    model = MLPVectorField(2, hidden=HIDDEN, depth=DEPTH, activation="selu")
+    matcher = make_matcher(method, sigma=_sigma(method, sb_sigma))
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        x0 = source(BATCH, gens["source"])
+        x1 = data(BATCH, gens["data"])
+        loss = matcher.loss(model, x0, x1, generator=gens["pair"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    secs = time.perf_counter() - t0
+    LAST_CPU[0] = time.process_time() - c0
+    return model, secs, float(loss.detach())
+
+
+def train_torchcfm(task: str, method: str, steps: int, seed: int, sb_sigma: float,
+                   sb_ot: str) -> tuple[torch.nn.Module, float, float]:
+    """TorchCFM README loop on otgen's batches; returns (field, seconds, last loss)."""
+    source, data = _samplers(task)
+    gens = _streams(seed)
+    model = _tcfm_model(seed)
+    np.random.seed(seed)  # TorchCFM's plan sampling uses NumPy's global RNG
+    fm = _tcfm_matcher(method, sb_sigma, sb_ot)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    c0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        x0 = source(BATCH, gens["source"])
+        x1 = data(BATCH, gens["data"])
+        t, xt, ut = fm.sample_location_and_conditional_flow(x0, x1)
+        vt = model(torch.cat([xt, t[:, None]], dim=-1))
+        loss = torch.mean((vt - ut) ** 2)
+        loss.backward()
+        opt.step()
+    secs = time.perf_counter() - t0
+    LAST_CPU[0] = time.process_time() - c0
+    return _TcfmField(model), secs, float(loss.detach())
+
+
+def check_same_init(seed: int = 0) -> bool:
+    torch.manual_seed(seed)
+    a = MLPVectorField(2, hidden=HIDDEN, depth=DEPTH, activation="selu").net.state_dict()
+    b = _tcfm_model(seed).net.state_dict()
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def check_same_batches(task: str, seed: int = 0, k: int = 3) -> bool:
+    """The batches of otgen's loop (its sampler + streams) are those the TorchCFM loop sees."""
+    cfg = _config(task, "cfm", 10, seed, 1.0)
+    run = otgen_loop.build_run(cfg)
+    g1, g2 = _streams(seed), _streams(seed)
+    source, data = _samplers(task)
+    return all(torch.equal(run.data(BATCH, g1["data"]), data(BATCH, g2["data"]))
+               and torch.equal(run.source(BATCH, g1["source"]), source(BATCH, g2["source"]))
+               for _ in range(k))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(field: torch.nn.Module, task: str, seed: int, *, tdq: bool = True
+             ) -> dict[str, Any]:
+    source, data = _samplers(task)
+    g = torch.Generator().manual_seed(1000 * seed + 99)
+    x0 = source(N_EVAL, g)
+    fresh = data(N_EVAL, g)
+    field = field.eval()
+    with torch.no_grad():
+        res = integrate(field, x0, method="dopri5", atol=TOL, rtol=TOL)
+    stats = path_energy(field, x0, method="dopri5", atol=TOL, rtol=TOL)
+    out: dict[str, Any] = {"w2": float(w2(res.x, fresh)), "nfe": int(res.nfe),
+                           "npe": float(stats.npe), "energy": float(stats.energy),
+                           "straightness": float(stats.straightness)}
+    if tdq:
+        from torchdiffeq import odeint
+
+        count = [0]
+
+        def f(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            count[0] += 1
+            return field(t, x)
+
+        with torch.no_grad():
+            xt = odeint(f, x0, torch.tensor([0.0, 1.0]), method="dopri5", atol=TOL,
+                        rtol=TOL)
+        out["nfe_torchdiffeq"] = count[0]
+        out["w2_torchdiffeq"] = float(w2(xt[-1], fresh))
+    return out
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _meta(args: argparse.Namespace, what: str) -> dict[str, Any]:
+    import torchcfm
+
+    try:
+        import torchdiffeq
+        tdq_v = torchdiffeq.__version__
+    except Exception:  # pragma: no cover
+        tdq_v = "n/a"
+    return {"what": what, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "argv": " ".join(sys.argv), "load_start": _loadavg(),
+            "torch": torch.__version__, "torchcfm": torchcfm.__version__,
+            "torchdiffeq": tdq_v, "numpy": np.__version__, "python": platform.python_version(),
+            "cpus": os.cpu_count(), "threads": args.threads}
+
+
+def run_grid(args: argparse.Namespace, out: Path) -> None:
+    res = _load(out)
+    meta = _meta(args, "grid")
+    meta["same_init"] = check_same_init()
+    meta["same_batches"] = {t: check_same_batches(t) for t in args.tasks}
+    print(f"# same initial weights: {meta['same_init']}; same batches: {meta['same_batches']}")
+    res["meta"].append(meta)
+    _save(out, res)
+    torch.set_num_threads(args.threads)
+    done = {(r["task"], r["method"], r["lib"], r["seed"], r["steps"]) for r in res["runs"]}
+    for method in args.methods:
+        for task in args.tasks:
+            for seed in args.seeds:
+                for lib in args.libs:
+                    key = (task, method, lib, seed, args.steps)
+                    if args.resume and key in done:
+                        continue
+                    load0 = _loadavg()
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        if lib == "otgen":
+                            field, secs, last = train_otgen(task, method, args.steps, seed,
+                                                            args.sb_sigma)
+                        elif lib == "otgen-sync":
+                            field, secs, last = train_otgen_sync(task, method, args.steps,
+                                                                 seed, args.sb_sigma)
+                        else:
+                            field, secs, last = train_torchcfm(task, method, args.steps,
+                                                               seed, args.sb_sigma, args.sb_ot)
+                        t_ev = time.perf_counter()
+                        ev = evaluate(field, task, seed)
+                        t_ev = time.perf_counter() - t_ev
+                    rec = {"task": task, "method": method, "lib": lib, "seed": seed,
+                           "steps": args.steps, "threads": args.threads,
+                           "sigma": _sigma(method, args.sb_sigma),
+                           "sb_ot": args.sb_ot if lib == "torchcfm" and method == "sbcfm"
+                           else None,
+                           "train_seconds": secs, "steps_per_s": args.steps / secs,
+                           "cpu_ms_per_step": 1e3 * LAST_CPU[0] / args.steps,
+                           "last_loss": last, "eval_seconds": t_ev, "load_before": load0,
+                           "load_after": _loadavg(),
+                           "time": _dt.datetime.now().isoformat(timespec="seconds"), **ev}
+                    print(f"{task:10s} {method:6s} {lib:9s} seed {seed} "
+                          f"{rec['steps_per_s']:7.1f} steps/s  W2 {ev['w2']:.4f}  "
+                          f"NFE {ev['nfe']} (tdq {ev.get('nfe_torchdiffeq')})  "
+                          f"NPE {ev['npe']:.4f}  loss {last:.3f}  load {rec['load_after']}",
+                          flush=True)
+                    res = _load(out)
+                    res["runs"].append(rec)
+                    _save(out, res)
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_overhead(args: argparse.Namespace, out: Path) -> None:
+    """Coupling overhead beyond the bare solver at batch 256, medians over batches."""
+    import ot as pot
+    import scipy.optimize
+    from torchcfm.optimal_transport import OTPlanSampler
+
+    torch.set_num_threads(args.threads)
+    rows: dict[str, Any] = {"load_before": _loadavg(), "batch": BATCH, "n": args.oh_batches,
+                            "threads": args.threads,
+                            "prefer_assignment": prefer_assignment(BATCH, 2)}
+    coupling = ExactOTCoupling()
+    sampler = OTPlanSampler(method="exact")
+    for task in args.tasks:
+        source, data = _samplers(task)
+        g = torch.Generator().manual_seed(7)
+        tot, bare, lsa, emd, tcfm = [], [], [], [], []
+        ctot, cbare = [], []  # thread CPU time (robust to other processes on the machine)
+        for i in range(args.oh_batches + 10):
+            x0, x1 = source(BATCH, g), data(BATCH, g)
+            with torch.no_grad():
+                C = LinearProblem(x0, x1).cost(x0, x1)
+            C64 = np.ascontiguousarray(C.to(torch.float64).numpy())
+            w = np.full(BATCH, 1.0 / BATCH)
+            c0, t = time.thread_time(), time.perf_counter()
+            coupling(x0, x1)
+            c1, t1 = time.thread_time(), time.perf_counter()
+            r = scipy.optimize.linear_sum_assignment(C64)
+            c2, t2 = time.thread_time(), time.perf_counter()
+            emd_numpy(w, w, C64, max(10**7, 400 * BATCH * BATCH))
+            c3, t3 = time.thread_time(), time.perf_counter()
+            pot.emd(w, w, C64)
+            t4 = time.perf_counter()
+            sampler.sample_plan(x0, x1)
+            t5 = time.perf_counter()
+            del r
+            if i < 10:  # warm-up
+                continue
+            tot.append(t1 - t)
+            lsa.append(t2 - t1)
+            emd.append(t4 - t3)
+            bare.append((t2 - t1) if rows["prefer_assignment"] else (t3 - t2))
+            tcfm.append(t5 - t4)
+            ctot.append(c1 - c0)
+            cbare.append((c2 - c1) if rows["prefer_assignment"] else (c3 - c2))
+        diffs = [a - b for a, b in zip(tot, bare, strict=True)]
+        cdiffs = [a - b for a, b in zip(ctot, cbare, strict=True)]
+        rows[task] = {
+            "coupling_ms": 1e3 * _median(tot), "bare_solver_ms": 1e3 * _median(bare),
+            "overhead_ms": 1e3 * (_median(tot) - _median(bare)),
+            "overhead_paired_median_ms": 1e3 * _median(diffs),
+            "cpu_coupling_ms": 1e3 * _median(ctot), "cpu_bare_solver_ms": 1e3 * _median(cbare),
+            "cpu_overhead_ms": 1e3 * (_median(ctot) - _median(cbare)),
+            "cpu_overhead_paired_median_ms": 1e3 * _median(cdiffs),
+            "scipy_lsa_ms": 1e3 * _median(lsa), "pot_emd_ms": 1e3 * _median(emd),
+            "torchcfm_sample_plan_ms": 1e3 * _median(tcfm),
+        }
+        print(f"# overhead {task}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[task].items()),
+              flush=True)
+    rows["load_after"] = _loadavg()
+    rows["time"] = _dt.datetime.now().isoformat(timespec="seconds")
+    res = _load(out)
+    res["overhead"].append(rows)
+    _save(out, res)
+
+
+def run_throughput(args: argparse.Namespace, out: Path) -> None:
+    trainers = {
+        "otgen": lambda t, m: train_otgen(t, m, args.tp_steps, 0, args.sb_sigma),
+        "otgen-sync": lambda t, m: train_otgen_sync(t, m, args.tp_steps, 0, args.sb_sigma),
+        "otgen-emd": lambda t, m: train_otgen_emd(t, m, args.tp_steps, 0, args.sb_sigma),
+        "torchcfm": lambda t, m: train_torchcfm(t, m, args.tp_steps, 0, args.sb_sigma,
+                                                args.sb_ot),
+    }
+    for rep in range(args.tp_reps):
+        for task in args.tasks:
+            for method in args.methods:
+                for nth in args.tp_threads:
+                    for lib in args.tp_libs:
+                        torch.set_num_threads(nth)
+                        load0 = _loadavg()
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            _, secs, _ = trainers[lib](task, method)
+                        rec = {"task": task, "method": method, "lib": lib, "threads": nth,
+                               "rep": rep, "steps": args.tp_steps,
+                               "steps_per_s": args.tp_steps / secs,
+                               "cpu_ms_per_step": 1e3 * LAST_CPU[0] / args.tp_steps,
+                               "load_before": load0,
+                               "load_after": _loadavg()}
+                        print(f"# throughput rep {rep} {task} {method} threads {nth} "
+                              f"{lib:10s} {rec['steps_per_s']:7.1f} steps/s  "
+                              f"CPU {rec['cpu_ms_per_step']:.2f} ms/step  "
+                              f"load {rec['load_after']}", flush=True)
+                        res = _load(out)
+                        res["throughput"].append(rec)
+                        _save(out, res)
+    torch.set_num_threads(args.threads)
+
+
+def run_cpu_breakdown(args: argparse.Namespace, out: Path) -> None:
+    """Thread-CPU milliseconds of the pieces of one OT-CFM step (robust to other load):
+    the model step (I-CFM objective: sampling the path, forward, backward, Adam) of each
+    library, and each library's exact-OT coupling (otgen: ExactOTCoupling with scipy LSA
+    and with the network simplex; TorchCFM: ot_sampler.sample_plan)."""
+    import otgen.ot.exact as exact
+    from torchcfm.optimal_transport import OTPlanSampler
+
+    torch.set_num_threads(1)
+    rows: dict[str, Any] = {"load_before": _loadavg(), "n": args.oh_batches}
+    for task in args.tasks:
+        source, data = _samplers(task)
+        g = torch.Generator().manual_seed(11)
+        torch.manual_seed(0)
+        om = MLPVectorField(2, hidden=HIDDEN, depth=DEPTH, activation="selu")
+        oo = torch.optim.Adam(om.parameters(), lr=LR)
+        matcher = make_matcher("cfm", sigma=0.0)
+        tm = _tcfm_model(0)
+        to = torch.optim.Adam(tm.parameters(), lr=LR)
+        tfm = _tcfm_matcher("cfm", 1.0, "exact")
+        coupling, sampler = ExactOTCoupling(), OTPlanSampler(method="exact")
+        acc: dict[str, list[float]] = {k: [] for k in (
+            "otgen_model_step", "torchcfm_model_step", "otgen_coupling_lsa",
+            "otgen_coupling_emd", "torchcfm_sample_plan", "draw_batches")}
+        saved = exact.prefer_assignment
+        for i in range(args.oh_batches + 10):
+            c = [time.thread_time()]
+            x0, x1 = source(BATCH, g), data(BATCH, g)
+            c.append(time.thread_time())
+            loss = matcher.loss(om, x0, x1, generator=g)
+            oo.zero_grad(set_to_none=True)
+            loss.backward()
+            oo.step()
+            c.append(time.thread_time())
+            to.zero_grad()
+            t, xt, ut = tfm.sample_location_and_conditional_flow(x0, x1)
+            lt = torch.mean((tm(torch.cat([xt, t[:, None]], dim=-1)) - ut) ** 2)
+            lt.backward()
+            to.step()
+            c.append(time.thread_time())
+            coupling(x0, x1)
+            c.append(time.thread_time())
+            exact.prefer_assignment = lambda n, d: False
+            try:
+                coupling(x0, x1)
+            finally:
+                exact.prefer_assignment = saved
+            c.append(time.thread_time())
+            sampler.sample_plan(x0, x1)
+            c.append(time.thread_time())
+            if i >= 10:
+                for k, a, b in (("draw_batches", 0, 1), ("otgen_model_step", 1, 2),
+                                ("torchcfm_model_step", 2, 3), ("otgen_coupling_lsa", 3, 4),
+                                ("otgen_coupling_emd", 4, 5), ("torchcfm_sample_plan", 5, 6)):
+                    acc[k].append(c[b] - c[a])
+        rows[task] = {k: 1e3 * _median(v) for k, v in acc.items()}
+        print(f"# cpu breakdown {task} (ms): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in rows[task].items()), flush=True)
+    rows["load_after"] = _loadavg()
+    res = _load(out)
+    res.setdefault("cpu_breakdown", []).append(rows)
+    _save(out, res)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _ms(xs: list[float], nd: int = 3) -> str:
+    if not xs:
+        return "-"
+    m = statistics.fmean(xs)
+    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{m:.{nd}f} ± {s:.{nd}f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b and math.isfinite(a) and math.isfinite(b) else "-"
+
+
+def _no_worse(a: list[float], b: list[float]) -> tuple[bool, bool]:
+    """(strict: mean(a) <= mean(b), within noise: mean(a) <= mean(b) + max(std))."""
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    sd = max(statistics.stdev(a) if len(a) > 1 else 0.0,
+             statistics.stdev(b) if len(b) > 1 else 0.0)
+    return ma <= mb, ma <= mb + sd
+
+
+def report(paths: list[Path], steps: int | None = None) -> str:
+    res: dict[str, Any] = {"runs": [], "throughput": [], "overhead": [], "meta": []}
+    for path in paths:
+        for k, v in _load(path).items():
+            res.setdefault(k, []).extend(v)
+    runs = [r for r in res["runs"] if steps is None or r["steps"] == steps]
+    lines: list[str] = []
+    verdicts: list[str] = []
+    keys = sorted({(r["task"], r["method"], r["steps"]) for r in runs},
+                  key=lambda k: (METHODS.index(k[1]) if k[1] in METHODS else 9, k[0], k[2]))
+    lines.append("| task | method | steps | library | seeds | steps/s (median) | W2 | NFE "
+                 "| NFE torchdiffeq | NPE |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    ratio_lines = ["| task | method | steps | common seeds | steps/s ratio | W2 ratio | "
+                   "NFE ratio | NPE ratio |", "|---|---|---|---|---|---|---|---|"]
+    for task, method, st in keys:
+        by_lib: dict[str, list[dict[str, Any]]] = {}
+        for r in runs:
+            if (r["task"], r["method"], r["steps"]) == (task, method, st):
+                by_lib.setdefault(r["lib"], []).append(r)
+        for lib in sorted(by_lib, key=lambda x: (x != "otgen", x)):
+            rs = sorted(by_lib[lib], key=lambda r: r["seed"])
+            nfe = [r["nfe"] for r in rs]
+            lines.append(
+                f"| {task} | {method} | {st} | {lib} | {','.join(str(r['seed']) for r in rs)} "
+                f"| {_median([r['steps_per_s'] for r in rs]):.1f} "
+                f"| {_ms([r['w2'] for r in rs])} | {_ms([float(x) for x in nfe], 1)} "
+                f"| {_ms([float(r.get('nfe_torchdiffeq', float('nan'))) for r in rs], 1)} "
+                f"| {_ms([r['npe'] for r in rs], 4)} |")
+        if "otgen" in by_lib and "torchcfm" in by_lib:
+            so = {r["seed"]: r for r in by_lib["otgen"]}
+            stc = {r["seed"]: r for r in by_lib["torchcfm"]}
+            common = sorted(set(so) & set(stc))
+            if not common:
+                continue
+            a = [so[s] for s in common]
+            b = [stc[s] for s in common]
+
+            def mean(rs: list[dict[str, Any]], k: str) -> float:
+                return statistics.fmean(float(r[k]) for r in rs)
+
+            sp = _median([r["steps_per_s"] for r in a]) / _median([r["steps_per_s"] for r in b])
+            ratio_lines.append(
+                f"| {task} | {method} | {st} | {','.join(map(str, common))} | {sp:.2f} "
+                f"| {_ratio(mean(a, 'w2'), mean(b, 'w2'))} "
+                f"| {_ratio(mean(a, 'nfe'), mean(b, 'nfe'))} "
+                f"| {_ratio(mean(a, 'npe'), mean(b, 'npe'))} |")
+            if method == "otcfm":
+                verdicts.append(
+                    f"- OT-CFM throughput ≥ 1.3× TorchCFM, {task} ({st} steps, seeds "
+                    f"{common}, threads {a[0].get('threads')}): ratio {sp:.2f} → "
+                    f"**{'PASS' if sp >= 1.3 else 'FAIL'}**")
+                for k in ("w2", "nfe", "npe"):
+                    strict, noisy = _no_worse([float(r[k]) for r in a], [float(r[k]) for r in b])
+                    verdict = "PASS" if strict else ("PASS (within seed std)" if noisy
+                                                     else "FAIL")
+                    verdicts.append(
+                        f"- OT-CFM {k.upper()} no worse than TorchCFM, {task}: otgen "
+                        f"{mean(a, k):.4g} vs TorchCFM {mean(b, k):.4g} → **{verdict}**")
+    text = "\n".join(lines) + "\n\notgen / TorchCFM ratios (steps/s: higher is better; W2, " \
+        "NFE, NPE: lower is better):\n\n" + "\n".join(ratio_lines) + "\n"
+    if res["throughput"]:
+        tl = ["| task | method | threads | library | reps | steps/s (median) | ratio to "
+              "torchcfm |", "|---|---|---|---|---|---|---|"]
+        groups: dict[tuple[str, str, int], dict[str, list[float]]] = {}
+        for r in res["throughput"]:
+            groups.setdefault((r["task"], r["method"], r["threads"]), {}).setdefault(
+                r["lib"], []).append(r["steps_per_s"])
+        for (task, method, nth), libs in sorted(groups.items()):
+            base = _median(libs.get("torchcfm", []))
+            for lib in ("torchcfm", "otgen", "otgen-sync", "otgen-emd"):
+                if lib in libs:
+                    m = _median(libs[lib])
+                    tl.append(f"| {task} | {method} | {nth} | {lib} | {len(libs[lib])} "
+                              f"| {m:.1f} | {_ratio(m, base)} |")
+                    if lib == "otgen" and method == "otcfm":
+                        verdicts.append(
+                            f"- OT-CFM throughput ≥ 1.3× TorchCFM (throughput sweep), {task}, "
+                            f"{nth} thread(s): ratio {m / base:.2f} → "
+                            f"**{'PASS' if m / base >= 1.3 else 'FAIL'}**")
+        text += "\nThroughput sweep (seed 0, round-robin):\n\n" + "\n".join(tl) + "\n"
+    if res["overhead"]:
+        ol = ["| task | load | otgen coupling ms | bare solver ms | overhead ms (diff of "
+              "medians) | overhead ms (median of paired diffs) | CPU: coupling / solver / "
+              "overhead (diff of medians) / overhead (paired) ms | scipy LSA ms | POT emd ms "
+              "| TorchCFM sample_plan ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for o in res["overhead"]:
+            for task in TASKS:
+                if task in o:
+                    r = o[task]
+                    cpu = (f"{r['cpu_coupling_ms']:.3f} / {r['cpu_bare_solver_ms']:.3f} / "
+                           f"{r['cpu_overhead_ms']:.3f} / {r['cpu_overhead_paired_median_ms']:.3f}"
+                           if "cpu_overhead_ms" in r else "-")
+                    ol.append(f"| {task} | {o['load_before']} | {r['coupling_ms']:.3f} "
+                              f"| {r['bare_solver_ms']:.3f} "
+                              f"| {r['overhead_ms']:.3f} | {r['overhead_paired_median_ms']:.3f} "
+                              f"| {cpu} | {r['scipy_lsa_ms']:.3f} | {r['pot_emd_ms']:.3f} "
+                              f"| {r['torchcfm_sample_plan_ms']:.3f} |")
+                    for kind, key in (("wall", "overhead_ms"), ("CPU", "cpu_overhead_ms")):
+                        if key in r:
+                            ok = r[key] <= 0.3
+                            verdicts.append(
+                                f"- Coupling overhead beyond the solver ≤ 0.3 ms, {task} "
+                                f"({kind} time, load {o['load_before']}): {r[key]:.3f} ms → "
+                                f"**{'PASS' if ok else 'FAIL'}**")
+        text += ("\nExact-OT coupling at batch 256 (medians over "
+                 f"{res['overhead'][-1]['n']} batches; bare solver = the call otgen makes, "
+                 f"prefer_assignment(256, 2) = {res['overhead'][-1]['prefer_assignment']}):\n\n"
+                 + "\n".join(ol) + "\n")
+    if res.get("cpu_breakdown"):
+        names = ("draw_batches", "otgen_model_step", "torchcfm_model_step",
+                 "otgen_coupling_lsa", "otgen_coupling_emd", "torchcfm_sample_plan")
+        cl = ["| task | load | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for o in res["cpu_breakdown"]:
+            for task in TASKS:
+                if task in o:
+                    cl.append(f"| {task} | {o['load_before']} | "
+                              + " | ".join(f"{o[task][k]:.3f}" for k in names) + " |")
+        text += ("\nThread-CPU ms per batch of 256 (medians over "
+                 f"{res['cpu_breakdown'][-1]['n']} batches, 1 torch thread):\n\n"
+                 + "\n".join(cl) + "\n")
+    text += "\nTargets:\n\n" + "\n".join(verdicts) + "\n"
+    return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="1k steps, seed 0, moons, otcfm")
+    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--libs", nargs="+", default=list(LIBS),
+                   choices=[*LIBS, "otgen-sync"])
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the grid")
+    p.add_argument("--sb-sigma", type=float, default=1.0)
+    p.add_argument("--sb-ot", default="sinkhorn", choices=["sinkhorn", "exact"],
+                   help="TorchCFM SB-CFM plan (its default is exact)")
+    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "otgen_fm.json")
+    p.add_argument("--resume", action="store_true", help="skip runs already in --out")
+    p.add_argument("--no-grid", action="store_true")
+    p.add_argument("--overhead", action="store_true")
+    p.add_argument("--oh-batches", type=int, default=300)
+    p.add_argument("--cpu-breakdown", action="store_true",
+                   help="thread-CPU ms of model step and couplings (OT-CFM pieces)")
+    p.add_argument("--throughput", action="store_true")
+    p.add_argument("--tp-steps", type=int, default=2000)
+    p.add_argument("--tp-reps", type=int, default=3)
+    p.add_argument("--tp-libs", nargs="+", default=["torchcfm", "otgen", "otgen-sync"],
+                   choices=["torchcfm", "otgen", "otgen-sync", "otgen-emd"])
+    p.add_argument("--tp-threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--report", action="store_true", help="only print the tables")
+    p.add_argument("--merge", type=Path, nargs="*", default=[],
+                   help="more JSON files to include in the printed tables")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds, args.tasks, args.methods = 1000, [0], ["moons"], ["otcfm"]
+        args.tp_steps, args.tp_reps, args.oh_batches = 300, 1, 50
+    print(f"# {_dt.datetime.now().isoformat(timespec='seconds')}  load {_loadavg()}  "
+          f"torch {torch.__version__}  threads {args.threads}  out {args.out}", flush=True)
+    if not args.report:
+        if not args.no_grid:
+            run_grid(args, args.out)
+        if args.overhead:
+            run_overhead(args, args.out)
+        if args.cpu_breakdown:
+            run_cpu_breakdown(args, args.out)
+        if args.throughput:
+            run_throughput(args, args.out)
+    print(report([args.out, *args.merge], steps=None))
+
+
+if __name__ == "__main__":
+    main()
