@@ -43,8 +43,12 @@ def check_tensor(name: str, value: object) -> Tensor:
 
 
 def check_finite(name: str, value: Tensor) -> Tensor:
-    """Raise ``ValueError`` if ``value`` holds NaN or infinite entries."""
-    if value.numel() and not bool(torch.isfinite(value.detach()).all()):
+    """Raise ``ValueError`` if ``value`` holds NaN or infinite entries.
+
+    One pass, no temporary: NaN propagates through ``aminmax`` and ``±inf`` shows in its
+    extremes, so the full boolean mask is built only to count bad entries."""
+    if value.numel() and not bool(torch.isfinite(torch.stack(
+            torch.aminmax(value.detach()))).all()):
         bad = int((~torch.isfinite(value.detach())).sum())
         raise ValueError(
             f"`{name}` must be finite, got {bad} NaN/inf entries out of {value.numel()}; "

@@ -148,12 +148,13 @@ class Exact:
             if self.strict:
                 raise RuntimeError(f"exact OT did not converge; {hint}")
             warn_not_converged("exact OT (network simplex)", limit, float("nan"), 0.0, hint)
-        i, j = np.nonzero(plan_np)
+        flat = np.flatnonzero(plan_np)  # support: at most n + m - 1 entries
+        i, j = np.divmod(flat, m)
         plan = torch.from_numpy(plan_np).to(device=x.device, dtype=x.dtype)
         f = torch.from_numpy(f_np).to(device=x.device, dtype=x.dtype)
         g = torch.from_numpy(g_np).to(device=x.device, dtype=x.dtype)
         indices = torch.from_numpy(np.stack([i, j])).to(device=x.device)
-        values = torch.from_numpy(plan_np[i, j]).to(device=x.device, dtype=x.dtype)
+        values = torch.from_numpy(plan_np.reshape(-1)[flat]).to(device=x.device, dtype=x.dtype)
         with torch.no_grad():
             cost_v = (values * C[indices[0], indices[1]]).sum()
             err = (plan.sum(1) - a.detach()).abs().sum() + (plan.sum(0) - b.detach()).abs().sum()
