@@ -101,6 +101,10 @@ class EntropicOTCoupling(AbstractCoupling):
         check_positive_or_none("eps_rel", self.eps_rel)
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Tensor:
+        # One seed from the caller's stream, then a private generator: the draw stays
+        # deterministic when couplings of several batches run in worker threads.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        generator = torch.Generator(device=x0.device).manual_seed(seed)
         rel = self.eps_rel if (self.eps is None and self.eps_rel is not None) else None
         if self.eps is None and rel is None:
             rel = 0.05

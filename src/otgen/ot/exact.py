@@ -38,11 +38,12 @@ __all__ = ["Exact", "assignment", "emd_numpy", "prefer_assignment"]
 
 def prefer_assignment(n: int, d: int) -> bool:
     """Whether scipy's ``linear_sum_assignment`` beats the network simplex on an ``n x n``
-    uniform problem in dimension ``d``. Measured on this project's 2-core CPU (median of 5,
-    float64): LSA/simplex seconds at d = 2: n=256 0.0066/0.0089, n=512 0.0221/0.0228,
-    n=1000 0.119/0.099, n=2000 0.706/0.478; at d = 64: n=512 0.015/0.030,
-    n=2000 0.61/0.90."""
-    return n <= 512 or d >= 16
+    uniform problem in dimension ``d``. Measured on this project's 2-core CPU (medians,
+    float64, ms, LSA / simplex): uniform clouds d = 2: n=128 0.67/1.10, n=256 3.2/4.4,
+    n=1000 119/99, n=2000 706/478; Gaussian -> moons batches (the OT-CFM use): n=128
+    1.6/1.4, n=256 10.1/6.3, n=512 86/57; d = 64: n=512 15/30, n=2000 610/900. So the
+    simplex for d < 16 (except tiny n), scipy in high dimension."""
+    return n <= 64 or d >= 16
 
 
 def assignment(x: Tensor, y: Tensor, cost: str | AbstractCost = "sqeuclidean") -> Tensor:

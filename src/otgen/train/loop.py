@@ -14,6 +14,7 @@ import copy
 import math
 import os
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,23 +156,36 @@ def train(
         return run.source(cfg.batch_size, gens["source"]), run.data(cfg.batch_size,
                                                                     gens["data"])
 
-    def submit(k: int) -> Future[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        return pool.submit(matcher_at(k).pair, *draw(), gens["coupling"])
+    # Couplings of the next `prefetch` batches are computed in worker threads while the
+    # model steps on the current one (the network simplex releases the GIL). Every random
+    # draw happens on this thread in step order, and each queued batch carries the stream
+    # states from just before its draw: a checkpoint after step k saves the states from
+    # before batch k+1 was drawn, so a resumed run redraws exactly the same batches. At a
+    # reflow boundary the queue waits for the stage's last step (the new teacher).
+    queue: deque[tuple[int, dict[str, torch.Tensor], Future[Pairs]]] = deque()
 
-    # The coupling of batch k+1 is computed in a worker thread while the model steps on
-    # batch k (the network simplex releases the GIL). Every random draw happens in step
-    # order; `snapshot` holds the stream states before the look-ahead draw, which is what
-    # a checkpoint saves, so a resumed run redraws exactly the same batches. At a reflow
-    # boundary the look-ahead waits for the stage's last step (the new teacher).
-    pool = ThreadPoolExecutor(max_workers=1)
-    snapshot = {k: g.get_state() for k, g in gens.items()}
+    def refill(k_next: int) -> None:
+        """Queue batches k_next, k_next + 1, ... of the stage now training."""
+        while len(queue) < cfg.prefetch and k_next < end and stage(k_next) == stage(step):
+            snap = {name: g.get_state() for name, g in gens.items()}
+            x0, x1 = draw()
+            # a private generator per batch, seeded here in step order (workers run in
+            # parallel, so they must not share a stream)
+            seed = int(torch.randint(0, 2**62, (1,), generator=gens["coupling"]))
+            private = torch.Generator().manual_seed(seed)
+            queue.append((k_next, snap, pool.submit(matcher_at(k_next).pair, x0, x1,
+                                                    private)))
+            k_next += 1
+
+    pool = ThreadPoolExecutor(max_workers=cfg.prefetch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
     try:
-        pending = submit(step) if step < end else None
-        while step < end and pending is not None:
-            pairs = pending.result()
-            snapshot = {k: g.get_state() for k, g in gens.items()}
-            boundary = step + 1 < end and stage(step + 1) != stage(step)
-            pending = submit(step + 1) if step + 1 < end and not boundary else None
+        refill(step)
+        while step < end and queue:
+            k, _, fut = queue.popleft()
+            pairs = fut.result()
+            refill(k + 1 + len(queue))
             if cfg.lr_schedule == "cosine":
                 frac = (step % cfg.steps) / cfg.steps  # restarts at each reflow stage
                 for group in opt.param_groups:
@@ -181,15 +195,16 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if ema is not None:
+            if ema is not None:  # decay warmed up as min(ema, (1 + k) / (10 + k))
+                decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
                 with torch.no_grad():
                     for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
-                        pe.lerp_(p, 1.0 - cfg.ema)
+                        pe.lerp_(p, 1.0 - decay)
             step += 1
             losses.append(float(loss.detach()))
-            if boundary:
+            if not queue and step < end:  # reflow boundary: freeze the teacher, go on
                 teacher = _save_teacher(run, out)
-                pending = submit(step)
+                refill(step)
             if cfg.eval_every and step % cfg.eval_every == 0:
                 evals.append([step, _quick_w2(run)])
                 bar.set_postfix(w2=f"{evals[-1][1]:.3f}", refresh=False)
@@ -197,15 +212,28 @@ def train(
                 bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.4f}", refresh=False)
             bar.update(1)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < end:
-                _checkpoint(out, run, opt, gens, snapshot, losses, evals,
+                _checkpoint(out, run, opt, gens, _states_before(queue, gens), losses, evals,
                             seconds0 + time.perf_counter() - t_start, step)
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+    snapshot = _states_before(queue, gens)
     state = _checkpoint(out, run, opt, gens, snapshot, losses, evals,
                         seconds0 + time.perf_counter() - t_start, step)
     save_weights(run, out)
     return run, state
+
+
+Pairs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _states_before(queue: deque[tuple[int, dict[str, torch.Tensor], Any]],
+                   gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """Stream states before the first batch still queued (or the current ones)."""
+    if queue:
+        return queue[0][1]
+    return {k: g.get_state() for k, g in gens.items()}
 
 
 def _checkpoint(out: Path, run: Run, opt: torch.optim.Optimizer,
