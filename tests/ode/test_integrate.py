@@ -220,7 +220,8 @@ def test_tuple_state_equals_concatenated_state(lin):
     q0 = torch.zeros(6, dtype=D)
     res_t = integrate(split, (x0, q0), atol=1e-7, rtol=1e-7,
                       t_eval=torch.tensor([0.5, 1.0], dtype=D))
-    res_j = integrate(joined, torch.cat([x0, q0[:, None]], 1), atol=1e-7, rtol=1e-7)
+    res_j = integrate(joined, torch.cat([x0, q0[:, None]], 1), atol=1e-7, rtol=1e-7,
+                      t_eval=torch.tensor([0.5, 1.0], dtype=D))
     assert isinstance(res_t.x, tuple) and res_t.nfe == res_j.nfe
     torch.testing.assert_close(torch.cat([res_t.x[0], res_t.x[1][:, None]], 1), res_j.x)
     assert res_t.xs[0].shape == (2, 6, 4) and res_t.xs[1].shape == (2, 6)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from otgen._validate import check_positive_or_none
-from otgen.ot.exact import assignment
+from otgen._validate import check_finite, check_positive_or_none
+from otgen.ot.costs import SqEuclidean
+from otgen.ot.exact import _assign
 from otgen.ot.problem import LinearProblem
 from otgen.ot.sinkhorn import Sinkhorn
 
@@ -77,7 +78,11 @@ class ExactOTCoupling(AbstractCoupling):
     """Exact minibatch OT (squared Euclidean on flattened samples) as a permutation."""
 
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Tensor:
-        return assignment(_flat(x0), _flat(x1))
+        # Hot path of OT-CFM: validate the (B, d) batches, not the (B, B) cost matrix.
+        a, b = _flat(x0), _flat(x1)
+        check_finite("x0", a)
+        check_finite("x1", b)
+        return _assign(SqEuclidean()(a, b), a.shape[1])
 
 
 @dataclass(frozen=True)
