@@ -53,8 +53,11 @@ Other measurements:
   call it makes (``scipy.optimize.linear_sum_assignment`` or ``emd_numpy``, per
   ``otgen.ot.exact.prefer_assignment``) on the same float64 cost matrix, per batch, medians;
   also TorchCFM's ``ot_sampler.sample_plan`` and POT's ``ot.emd`` on the same batches.
-* ``--throughput``: steps/s of torchcfm / otgen / otgen-sync with torch.set_num_threads(1)
-  and (2), round-robin, ``--tp-steps`` steps, ``--tp-reps`` repetitions, medians.
+* ``--throughput``: steps/s of torchcfm / otgen / otgen-sync (/ otgen-emd) with
+  torch.set_num_threads(1) and (2), round-robin, ``--tp-steps`` steps, ``--tp-reps``
+  repetitions, medians; also process-CPU ms per step.
+* ``--cpu-breakdown``: thread-CPU ms of the model step and of the couplings of both
+  libraries on the same batches (robust-ish to other load on a shared machine).
 
 Every finished run is appended to ``--out`` (JSON, rewritten atomically after each run);
 ``--resume`` skips runs already there; ``--report`` only prints the tables.
@@ -202,7 +205,8 @@ def train_otgen(task: str, method: str, steps: int, seed: int, sb_sigma: float
         c0 = time.process_time()
         run, state = otgen_loop.train(cfg, d, progress=False)
         LAST_CPU[0] = time.process_time() - c0
-    return run.model, float(state["train_seconds"]), float(state["loss"][-1])
+    losses = state.get("loss") or [float("nan")]
+    return run.model, float(state["train_seconds"]), float(losses[-1])
 
 
 def train_otgen_emd(task: str, method: str, steps: int, seed: int, sb_sigma: float
@@ -247,7 +251,7 @@ def train_torchcfm(task: str, method: str, steps: int, seed: int, sb_sigma: floa
     source, data = _samplers(task)
     gens = _streams(seed)
     model = _tcfm_model(seed)
-    np.random.seed(seed)  # TorchCFM's plan sampling uses NumPy's global RNG
+    np.random.seed(seed)  # noqa: NPY002 (TorchCFM samples plans with NumPy's global RNG)
     fm = _tcfm_matcher(method, sb_sigma, sb_ot)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     c0, t0 = time.process_time(), time.perf_counter()
@@ -494,8 +498,9 @@ def run_cpu_breakdown(args: argparse.Namespace, out: Path) -> None:
     the model step (I-CFM objective: sampling the path, forward, backward, Adam) of each
     library, and each library's exact-OT coupling (otgen: ExactOTCoupling with scipy LSA
     and with the network simplex; TorchCFM: ot_sampler.sample_plan)."""
-    import otgen.ot.exact as exact
     from torchcfm.optimal_transport import OTPlanSampler
+
+    import otgen.ot.exact as exact
 
     torch.set_num_threads(1)
     rows: dict[str, Any] = {"load_before": _loadavg(), "n": args.oh_batches}
