@@ -31,7 +31,6 @@ standard approximation that becomes exact as ε → 0 (as in POT's ``sinkhorn2``
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -148,7 +147,6 @@ class Sinkhorn:
         show = self.progress
         bar = tqdm(total=self.max_iter, desc="sinkhorn", leave=False, delay=1.0,
                    disable=show is False, unit="it")
-        t0 = time.perf_counter()
         try:
             if C is not None:
                 f, g, plan, errs, n_iter = _dense_engine(
@@ -160,7 +158,6 @@ class Sinkhorn:
                 plan = None
         finally:
             bar.close()
-        del t0
         errors = torch.tensor(errs, dtype=x.dtype, device=x.device)
         converged = bool(len(errs) and errs[-1] <= tol and math.isfinite(errs[-1]))
         if not bool(torch.isfinite(f).all() and torch.isfinite(g).all()):
