@@ -514,7 +514,8 @@ def large_child(n: int, d: int, rel: float, tol: float, dtype_name: str, seed: i
         col += p.sum(0)
     err = float((row - 1.0 / n).abs().sum() + (col - 1.0 / n).abs().sum())
     print(json.dumps(dict(
-        threads=torch.get_num_threads(), n=n, d=d, rel=rel, eps=eps, mean_cost=mc, tol=tol, dtype=dtype_name,
+        threads=torch.get_num_threads(), n=n, d=d, rel=rel, eps=eps, mean_cost=mc, tol=tol,
+        dtype=dtype_name,
         method=res.method, wall_s=wall, n_iter=res.n_iter, self_converged=res.converged,
         self_err=res.marginal_error, err=err, cost=float(res.cost),
         maxrss_before_solve_mib=rss0 / 1024, maxrss_peak_mib=rss1 / 1024,
@@ -612,11 +613,13 @@ def markdown(path: str) -> str:
     with open(path) as fh:
         res = json.load(fh)
     info, lines = res["info"], []
-    lines.append(f"Run {info['date']} (otgen {info.get('otgen', '?')}), `{' '.join(info['argv'])}`; torch threads "
-                 f"{info['torch_threads']}; load avg at start {_fmt_load(info.get('loadavg_start'))}, "
+    share = info.get("cpu_share_during_run", {})
+    lines.append(f"Run {info['date']} (otgen {info.get('otgen', '?')}), "
+                 f"`{' '.join(info['argv'])}`; torch threads {info['torch_threads']}; "
+                 f"load avg at start {_fmt_load(info.get('loadavg_start'))}, "
                  f"at end {_fmt_load(info.get('loadavg_end'))}; machine CPU busy "
-                 f"{100 * info.get('cpu_share_during_run', {}).get('busy', float('nan')):.0f} %, "
-                 f"steal {100 * info.get('cpu_share_during_run', {}).get('steal', float('nan')):.1f} %.")
+                 f"{100 * share.get('busy', float('nan')):.0f} %, "
+                 f"steal {100 * share.get('steal', float('nan')):.1f} %.")
     lines.append("")
     recs = res.get("records", [])
     if recs:
@@ -771,15 +774,16 @@ def main(argv: list[str] | None = None) -> None:
         args.sizes = [500, 1000] if args.quick else [1000, 5000, 10000]
     if args.quick:
         args.repeats = min(args.repeats, 2)
-        args.time_cap = min(args.time_cap, 5.0)
-        args.long_run = min(args.long_run, 3.0)
+        args.time_cap = min(args.time_cap, 3.0)
+        args.long_run = min(args.long_run, 2.0)
+        args.exact_target_repeats = min(args.exact_target_repeats, 3)
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu0 = _cpu_times()
     info = machine_info()
-    print(f"{info['date']}  otgen {info['otgen']}  {info['cpu']}  cores={info['cores']} torch threads="
-          f"{info['torch_threads']}  torch {info['torch']}  POT {info['pot']}  GeomLoss "
-          f"{info['geomloss']}  load avg {info['loadavg_start']}", flush=True)
+    print(f"{info['date']}  otgen {info['otgen']}  {info['cpu']}  cores={info['cores']} "
+          f"torch threads={info['torch_threads']}  torch {info['torch']}  POT {info['pot']}  "
+          f"GeomLoss {info['geomloss']}  load avg {info['loadavg_start']}", flush=True)
     print(f"dtype {args.dtype}, tol (L1 marginal) {args.tol}, x ~ U[0,1]^d, y ~ U[0,1]^d + "
           f"{SHIFT}, uniform weights, seed {args.seed}", flush=True)
     result: dict[str, Any] = dict(info=info, args={k: v for k, v in vars(args).items()

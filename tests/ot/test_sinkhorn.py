@@ -183,3 +183,18 @@ def test_custom_callable_cost():
     res = solve(x, y, method="sinkhorn", cost=l1, eps_rel=0.005)
     ref = pot.emd2(pot.unif(20), pot.unif(25), pot.dist(x.numpy(), y.numpy(), "cityblock"))
     assert float(res.cost) == pytest.approx(ref, rel=2e-2)
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_values_consistent_when_stopped_during_eps_scaling(online):
+    x, y = _cloud(60, 2, 30), _cloud(60, 2, 31, 1.0)
+    with pytest.warns(ConvergenceWarning):
+        res = solve(x, y, method="sinkhorn", eps_rel=1e-3, max_iter=3, online=online,
+                    memory_budget=50_000 if online else 2 * 1024**3)
+    assert not res.converged and res.eps > 1e-3 * float((torch.cdist(x, y) ** 2).mean())
+    exact = float(solve(x, y).cost)
+    assert torch.isfinite(res.cost) and 0.5 * exact < float(res.cost) < 10 * exact
+    if res.plan is not None:  # the plan is the one the potentials describe
+        C = torch.cdist(x, y) ** 2
+        P = torch.exp((res.f[:, None] + res.g[None, :] - C) / res.eps) / 3600
+        torch.testing.assert_close(res.plan, P, atol=1e-8, rtol=1e-6)

@@ -82,7 +82,7 @@ class Sinkhorn:
         eps_rel: ε as a fraction of the mean cost; default 0.05 when neither is given.
         tol: L1 marginal-error tolerance; default 1e-6 (float64) or 1e-4 (float32).
         max_iter: Maximum number of Sinkhorn sweeps over all ε-scaling stages.
-        scaling: Anneal ε by halving from the cost scale (max cost) down to ``eps``.
+        scaling: Anneal ε by halving from the cost scale (mean cost) down to ``eps``.
         online: ``True`` never builds the ``(n, m)`` matrix, ``False`` always does, ``None``
             decides from ``memory_budget``.
         memory_budget: Bytes the dense engine may use for its matrices (default 2 GiB).
@@ -149,10 +149,10 @@ class Sinkhorn:
                    disable=show is False, unit="it")
         try:
             if C is not None:
-                f, g, plan, errs, n_iter = _dense_engine(
+                f, g, plan, errs, n_iter, eps = _dense_engine(
                     C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
             else:
-                f, g, errs, n_iter = _online_engine(
+                f, g, errs, n_iter, eps = _online_engine(
                     xd, yd, prob.cost, ad, bd, eps_list, tol, self.max_iter,
                     f0, g0, rows, cols, bar)
                 plan = None
@@ -231,8 +231,10 @@ def _absorb_threshold(dtype: torch.dtype) -> float:
 def _dense_engine(
     C: Tensor, a: Tensor, b: Tensor, eps_list: list[float], tol: float, max_iter: int,
     f0: Tensor | None, g0: Tensor | None, bar: tqdm,
-) -> tuple[Tensor, Tensor, Tensor, list[float], int]:
-    """Kernel-domain Sinkhorn with absorption; returns ``(f, g, plan, errors, n_iter)``.
+) -> tuple[Tensor, Tensor, Tensor, list[float], int, float]:
+    """Kernel-domain Sinkhorn with absorption; returns ``(f, g, plan, errors, n_iter,
+    eps)`` with ``eps`` the ε of the stage it stopped in (the target unless ``max_iter``
+    ran out during ε-scaling).
 
     State: potentials ``f, g`` and scalings ``u, v`` with ``K = exp((f + g - C) / eps)``,
     so the current plan is ``a u K v b``. Halving eps squares ``K``, ``u`` and ``v``.
@@ -293,11 +295,11 @@ def _dense_engine(
             if not last or not errs:
                 errs.append(err)
             break
-    eps = eps_list[-1]
+    # `eps` is the stage the loop stopped in: potentials and plan belong to it
     f = f + eps * u.log()
     g = g + eps * v.log()
     plan = K.mul_((a * u)[:, None]).mul_((v * b)[None, :])  # reuse the kernel's memory
-    return f, g, plan, errs, it
+    return f, g, plan, errs, it, eps
 
 
 def _relax(old: Tensor, new: Tensor, omega: float) -> Tensor:
@@ -381,8 +383,9 @@ def _refresh(
 def _online_engine(
     x: Tensor, y: Tensor, cost, a: Tensor, b: Tensor, eps_list: list[float], tol: float,
     max_iter: int, f0: Tensor | None, g0: Tensor | None, rows: int, cols: int, bar: tqdm,
-) -> tuple[Tensor, Tensor, list[float], int]:
-    """Blockwise log-sum-exp Sinkhorn; returns ``(f, g, errors, n_iter)``."""
+) -> tuple[Tensor, Tensor, list[float], int, float]:
+    """Blockwise log-sum-exp Sinkhorn; returns ``(f, g, errors, n_iter, eps)`` (``eps`` of
+    the stage it stopped in)."""
     g = torch.zeros(y.shape[0], dtype=x.dtype, device=x.device) if g0 is None else g0
     errs: list[float] = []
     it = 0
@@ -413,7 +416,7 @@ def _online_engine(
             if not last or not errs:
                 errs.append(err)
             break
-    return f, g, errs, it
+    return f, g, errs, it, eps
 
 
 def _online_values(
