@@ -1,7 +1,8 @@
 """Data sources: 2-D toys (:mod:`otgen.data.toys`), specs by name
 (:mod:`otgen.data.registry`) and point clouds from ``.npy`` / ``.csv`` files
-(:mod:`otgen.data.io`)."""
+(:mod:`otgen.data.io`) and scikit-learn's 8×8 digits (:mod:`otgen.data.digits`)."""
 
+from otgen.data.digits import load_digits
 from otgen.data.io import load_cloud, load_weights
 from otgen.data.registry import TOYS, dataset_dim, get_sampler
 from otgen.data.toys import (
@@ -16,6 +17,7 @@ from otgen.data.toys import (
 )
 
 __all__ = [
+    "load_digits",
     "load_cloud",
     "load_weights",
     "TOYS",
