@@ -31,6 +31,7 @@ from otgen.flows.couplings import (
     ExactOTCoupling,
     IndependentCoupling,
 )
+from otgen.flows.diffusion import DiffusionMatcher
 from otgen.flows.paths import (
     AbstractPath,
     BrownianBridgePath,
@@ -40,12 +41,14 @@ from otgen.flows.paths import (
     VPPath,
 )
 
-__all__ = ["FlowMatcher", "MatcherBatch", "make_matcher", "METHODS"]
+__all__ = ["FlowMatcher", "MatcherBatch", "make_matcher", "make_objective", "METHODS"]
 
 Field = Callable[..., Tensor]
 
-#: names accepted by :func:`make_matcher` (and ``otgen train --method``)
-METHODS = ("otcfm", "cfm", "sbcfm", "fm", "vp", "rectified")
+#: names accepted by :func:`make_objective` (and ``otgen train --method``); all but
+#: ``"diffusion"`` (a score model, :class:`~otgen.flows.diffusion.DiffusionMatcher`) are
+#: flow-matching objectives built by :func:`make_matcher`
+METHODS = ("otcfm", "cfm", "sbcfm", "fm", "vp", "rectified", "diffusion")
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ def make_matcher(method: str = "otcfm", *, sigma: float | None = None,
     re-training on :class:`~otgen.flows.couplings.ReflowCoupling` pairs).
     """
     check_choice("method", method, METHODS)
+    if method == "diffusion":
+        raise ValueError("`method` 'diffusion' trains a score (noise-prediction) model, not a "
+                         "velocity field; build it with make_objective('diffusion') or "
+                         "otgen.flows.diffusion.DiffusionMatcher().")
     if method in ("cfm", "otcfm"):
         s = 0.0 if sigma is None else float(sigma)
         coupling: AbstractCoupling = ExactOTCoupling() if method == "otcfm" else \
@@ -162,3 +169,17 @@ def make_matcher(method: str = "otcfm", *, sigma: float | None = None,
     if method == "vp":
         return FlowMatcher(VPPath(schedule), t_range=(0.0, 1.0 - 1e-4))
     return FlowMatcher(LinearPath(0.0))
+
+
+def make_objective(method: str = "otcfm", *, sigma: float | None = None,
+                   schedule: str = "cosine", beta_min: float = 0.1, beta_max: float = 20.0
+                   ) -> FlowMatcher | DiffusionMatcher:
+    """Any training objective by name: :func:`make_matcher` for the flow-matching methods,
+    a :class:`~otgen.flows.diffusion.DiffusionMatcher` on the linear-β VP-SDE
+    (``beta_min``, ``beta_max``) for ``"diffusion"``."""
+    check_choice("method", method, METHODS)
+    if method == "diffusion":
+        from otgen.gradflows.sdes import VPSDE
+
+        return DiffusionMatcher(VPSDE("linear", beta_min, beta_max))
+    return make_matcher(method, sigma=sigma, schedule=schedule)

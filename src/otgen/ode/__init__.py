@@ -27,6 +27,19 @@ from otgen.ode.result import (
     ODEResult,
     StepSizeUnderflowError,
 )
+from otgen.ode.sde import (
+    SDE_STEPPERS,
+    AbstractSDEStepper,
+    EulerMaruyama,
+    SDELike,
+    SDEResult,
+    StochasticHeun,
+    brownian_increments,
+    euler_maruyama_step,
+    get_sde_stepper,
+    sdeint,
+    stochastic_heun_step,
+)
 from otgen.ode.steppers import (
     RK4,
     STEPPERS,
@@ -51,4 +64,8 @@ __all__ = [
     "augmented_dynamics", "divergence_exact", "divergence_hutchinson", "dopri5_step",
     "euler_step", "get_stepper", "heun_step", "initial_step", "integrate", "midpoint_step",
     "pi_factor", "rk4_step", "sample_probes",
+    # SDE steppers
+    "AbstractSDEStepper", "EulerMaruyama", "SDELike", "SDEResult", "SDE_STEPPERS",
+    "StochasticHeun", "brownian_increments", "euler_maruyama_step", "get_sde_stepper",
+    "sdeint", "stochastic_heun_step",
 ]

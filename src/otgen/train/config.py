@@ -51,6 +51,10 @@ class TrainConfig:
         reflow: Number of reflow stages after the first (rectified flow / k-reflow): each
             retrains for ``steps`` more steps on pairs ``(x0, T(x0))`` of the model as it
             was at the end of the previous stage. Total steps ``steps * (1 + reflow)``.
+        beta_min, beta_max: Linear β schedule of the VP-SDE (``method="diffusion"`` only;
+            generative time t = 1 - s, see :mod:`otgen.flows.diffusion`).
+        sde_steps: Euler--Maruyama steps of the reverse-SDE sampler evaluated for
+            ``method="diffusion"`` (metric ``w2_sde``).
         dtype: ``"float32"`` or ``"float64"``.
         threads: torch intra-op threads during training (restored afterwards); 1 is fastest
             for small MLPs on CPU, where the spare cores compute minibatch couplings.
@@ -85,6 +89,9 @@ class TrainConfig:
     ckpt_every: int = 2000
     eval_every: int = 0
     reflow: int = 0
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    sde_steps: int = 500
     dtype: str = "float32"
     threads: int = 1
     prefetch: int = 2
@@ -107,6 +114,14 @@ class TrainConfig:
         check_int("ckpt_every", self.ckpt_every, minimum=0)
         check_int("eval_every", self.eval_every, minimum=0)
         check_int("reflow", self.reflow, minimum=0)
+        check_int("sde_steps", self.sde_steps)
+        check_positive("beta_min", self.beta_min)
+        if not self.beta_max >= self.beta_min:
+            raise ValueError(f"`beta_max` must be >= beta_min={self.beta_min}, got "
+                             f"{self.beta_max}.")
+        if self.method == "diffusion" and self.reflow:
+            raise ValueError("`reflow` needs a flow-matching method; method 'diffusion' trains "
+                             "a score model (use reflow=0).")
         check_int("threads", self.threads)
         check_int("prefetch", self.prefetch)
         check_int("seed", self.seed, minimum=0)

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from otgen.data.registry import get_sampler
 from otgen.flows.couplings import ReflowCoupling
-from otgen.flows.matchers import FlowMatcher, make_matcher
+from otgen.flows.diffusion import DiffusionMatcher
+from otgen.flows.matchers import FlowMatcher, make_objective
 from otgen.flows.paths import LinearPath
 from otgen.models import MLPVectorField
 from otgen.train.checkpoint import (
@@ -42,20 +43,31 @@ __all__ = ["Run", "build_run", "train", "save_weights"]
 
 @dataclass
 class Run:
-    """Everything a run trains or evaluates: config, model (+EMA), objective, samplers."""
+    """Everything a run trains or evaluates: config, model (+EMA), objective, samplers.
+
+    For ``method="diffusion"`` the network predicts the noise of the VP-SDE and
+    :meth:`eval_model` wraps it as its probability-flow ODE field on [0, 1], so sampling,
+    path energy and likelihood code treat it as any other flow."""
 
     config: TrainConfig
     model: MLPVectorField
     ema: MLPVectorField | None
-    matcher: FlowMatcher
+    matcher: FlowMatcher | DiffusionMatcher
     data: Any
     source: Any
     dim: int
     dtype: torch.dtype
 
-    def eval_model(self) -> MLPVectorField:
-        """The weights used for sampling: the EMA copy when enabled."""
+    def network(self) -> MLPVectorField:
+        """The trained network used for evaluation: the EMA copy when enabled."""
         return self.ema if self.ema is not None else self.model
+
+    def eval_model(self) -> torch.nn.Module:
+        """The vector field ``v(t, x)`` to sample with: :meth:`network` itself for flow
+        matching, its probability-flow ODE field for diffusion."""
+        if isinstance(self.matcher, DiffusionMatcher):
+            return self.matcher.flow(self.network())
+        return self.network()
 
 
 def build_run(cfg: TrainConfig) -> Run:
@@ -76,7 +88,11 @@ def build_run(cfg: TrainConfig) -> Run:
     model = MLPVectorField(dim, hidden=cfg.hidden, depth=cfg.depth, activation=cfg.activation,
                            time_embedding=cfg.time_embedding).to(device=device, dtype=dtype)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema > 0 else None
-    matcher = make_matcher(cfg.method, sigma=cfg.sigma)
+    if cfg.method == "diffusion" and not cfg.source.startswith("gaussian"):
+        raise ValueError(f"method 'diffusion' needs the standard Gaussian source (the VP-SDE's "
+                         f"noise), got source {cfg.source!r}; use 'gaussian' or 'gaussian:D'.")
+    matcher = make_objective(cfg.method, sigma=cfg.sigma, beta_min=cfg.beta_min,
+                             beta_max=cfg.beta_max)
     return Run(cfg, model, ema, matcher, data, source, dim, dtype)
 
 
@@ -145,7 +161,7 @@ def train(
 
     teacher = _load_teacher(run, out) if stage(step) > 0 else None
 
-    def matcher_at(k: int) -> FlowMatcher:
+    def matcher_at(k: int) -> FlowMatcher | DiffusionMatcher:
         if stage(k) == 0:
             return run.matcher
         if teacher is None:
@@ -254,7 +270,7 @@ def _checkpoint(out: Path, run: Run, opt: torch.optim.Optimizer,
 def _save_teacher(run: Run, out: Path) -> MLPVectorField:
     """Freeze the current weights as the reflow teacher (also written to
     ``teacher.safetensors`` so that a resumed run uses the same one)."""
-    teacher = copy.deepcopy(run.eval_model()).requires_grad_(False).eval()
+    teacher = copy.deepcopy(run.network()).requires_grad_(False).eval()
     tmp = out / f".teacher.safetensors.tmp-{os.getpid()}"
     save_file({k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()},
               str(tmp))
