@@ -50,7 +50,8 @@ which excludes model construction and the final checkpoint; TorchCFM: the loop o
 Other measurements:
 
 * ``--overhead``: otgen's ``ExactOTCoupling()(x0, x1)`` minus the bare assignment solver
-  call it makes (``scipy.optimize.linear_sum_assignment`` or ``emd_numpy``, per
+  call it makes (``scipy.optimize.linear_sum_assignment`` or POT's compiled ``emd_c`` via
+  ``otgen.ot.exact._emd_plan``, per
   ``otgen.ot.exact.prefer_assignment``) on the same float64 cost matrix, per batch, medians;
   also TorchCFM's ``ot_sampler.sample_plan`` and POT's ``ot.emd`` on the same batches.
 * ``--throughput``: steps/s of torchcfm / otgen / otgen-sync (/ otgen-emd) with
@@ -96,7 +97,7 @@ from otgen.flows.matchers import make_matcher
 from otgen.metrics import path_energy, w2
 from otgen.models import MLPVectorField
 from otgen.ode import integrate
-from otgen.ot.exact import emd_numpy, prefer_assignment
+from otgen.ot.exact import _emd_plan, prefer_assignment
 from otgen.ot.problem import LinearProblem
 from otgen.train import loop as otgen_loop
 from otgen.train.config import TrainConfig
@@ -422,7 +423,7 @@ def run_overhead(args: argparse.Namespace, out: Path) -> None:
             c1, t1 = time.thread_time(), time.perf_counter()
             r = scipy.optimize.linear_sum_assignment(C64)
             c2, t2 = time.thread_time(), time.perf_counter()
-            emd_numpy(w, w, C64, max(10**7, 400 * BATCH * BATCH))
+            _emd_plan(w, C64, max(10**7, 400 * BATCH * BATCH))
             c3, t3 = time.thread_time(), time.perf_counter()
             pot.emd(w, w, C64)
             t4 = time.perf_counter()

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 from otgen._validate import check_finite, check_positive_or_none
-from otgen.ot.costs import SqEuclidean
 from otgen.ot.exact import _assign
 from otgen.ot.problem import LinearProblem
 from otgen.ot.sinkhorn import Sinkhorn
@@ -82,7 +81,13 @@ class ExactOTCoupling(AbstractCoupling):
         a, b = _flat(x0), _flat(x1)
         check_finite("x0", a)
         check_finite("x1", b)
-        return _assign(SqEuclidean()(a, b), a.shape[1])
+        # The simplex works in float64 on the CPU: build the (B, B) cost there directly,
+        # |a_i|^2 + |b_j|^2 - 2 <a_i, b_j> in one fused addmm (no float32 matrix to convert).
+        a64 = a.to(device="cpu", dtype=torch.float64)
+        b64 = b.to(device="cpu", dtype=torch.float64)
+        C = torch.addmm((a64 * a64).sum(1, keepdim=True) + (b64 * b64).sum(1)[None],
+                        a64, b64.T, alpha=-2.0).clamp_(min=0.0)  # (B, B)
+        return _assign(C, a.shape[1]).to(x0.device)
 
 
 @dataclass(frozen=True)

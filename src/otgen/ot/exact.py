@@ -84,11 +84,27 @@ def _assign(C: Tensor, d: int) -> Tensor:
         sigma[rows] = cols
     else:
         w = np.full(n, 1.0 / n)
-        plan, _, _, ok, msg = emd_numpy(w, w, C64, max(10**7, 400 * n * n))
+        plan, ok = _emd_plan(w, C64, max(10**7, 400 * n * n))
         if not ok:
-            raise RuntimeError(f"network simplex did not converge on the assignment: {msg}")
+            raise RuntimeError("network simplex did not converge on the assignment; "
+                               "report this problem (its pivot limit was 400 n^2)")
         sigma = plan.argmax(1)
     return torch.from_numpy(sigma).to(C.device)
+
+
+def _emd_plan(w: np.ndarray, C64: np.ndarray, max_iter: int) -> tuple[np.ndarray, bool]:
+    """Plan of the network simplex for positive uniform weights ``w`` (no dual post-
+    processing). Calls POT's compiled solver directly: ``ot.emd``'s Python wrapper (weight
+    checks, zero-weight filtering, dual centring) costs ~0.5 ms per call at n = 256, more
+    than everything else in the OT-CFM coupling; none of it applies to positive uniform
+    weights. Falls back to ``ot.emd`` if POT's private entry point moves."""
+    try:
+        from ot.lp.emd_wrap import emd_c
+    except ImportError:  # pragma: no cover - depends on the POT version
+        plan, _, _, ok, _ = emd_numpy(w, w, C64, max_iter)
+        return plan, ok
+    plan, _, _, _, code = emd_c(w, w, C64, max_iter, 1)
+    return plan, int(code) == 1
 
 
 def emd_numpy(
