@@ -1,10 +1,14 @@
-"""``otgen train``: train a flow-matching model end to end and evaluate it.
+"""``otgen train``: train a generator end to end and evaluate it.
 
 With no arguments this is the main job: OT-CFM from N(0, I) to two moons on the CPU. The
 run directory gets ``config.json``, ``metrics.json`` (``w2``, ``nfe``, ``path_energy``,
 ``npe``, ``nll``, ``train_seconds``, ...), ``samples.png``, ``trajectories.png``,
 ``loss.png``, ``model.safetensors`` and a resumable ``checkpoint/``. One JSON line with
 the metrics is printed to stdout.
+
+``--model`` picks the trainer from :data:`TRAINERS` (``"mlp"``: the flow-matching vector
+field; ``"vae"``: the Gaussian VAE of :mod:`otgen.train.vae`); another model family adds
+one entry there. ``--resume`` reads the model name from the run's ``config.json``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from otgen.cli._common import CLIError, jsonable, new_run_dir, positive_float, positive_int
+from otgen.cli._common import (
+    CLIError,
+    jsonable,
+    new_run_dir,
+    positive_float,
+    positive_int,
+    save_figure,
+    write_json,
+)
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "TRAINERS"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,7 +47,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="JSON object of sampler parameters, e.g. '{\"noise\": 0.1}'")
     p.add_argument("--source", default=None, help="source: gaussian (default) or a toy name")
     p.add_argument("--method", choices=METHODS, default=None, help="objective (default otcfm)")
-    p.add_argument("--model", choices=("mlp",), default="mlp", help="vector field network")
+    p.add_argument("--model", choices=tuple(TRAINERS), default="mlp",
+                   help="mlp: flow-matching vector field (default); vae: Gaussian VAE "
+                   "(--data digits)")
+    p.add_argument("--latent-dim", type=positive_int, default=None,
+                   help="latent dimension (latent-variable models such as --model vae)")
     p.add_argument("--sigma", type=float, default=None, help="path noise sigma")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=None)
@@ -82,8 +99,11 @@ def _config(args: argparse.Namespace) -> Any:
     return TrainConfig.from_json(base)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Execute ``otgen train``."""
+def _run_flow(args: argparse.Namespace) -> int:
+    """``--model mlp``: flow matching (the main job)."""
+    if args.latent_dim is not None:
+        raise CLIError("--latent-dim applies to latent-variable models (--model vae), not "
+                       "to --model mlp.")
     from otgen.train import evaluate, load_config, train
     from otgen.train.evaluate import write_json_atomic
 
@@ -104,3 +124,67 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(jsonable({**metrics, "run": str(out)})))
     print(f"otgen: wrote {out}", file=sys.stderr)
     return 0
+
+
+#: Flags of the flow-matching trainer that other models do not take.
+_FLOW_ONLY = ("data_params", "source", "method", "sigma", "ema", "solver", "config")
+
+
+def _run_vae(args: argparse.Namespace) -> int:
+    """``--model vae``: Gaussian VAE with an RBF variance network on digits."""
+    from otgen.train.vae import VAEConfig, evaluate_vae, train_vae
+    from otgen.viz.geometry import plot_vae_loss
+
+    given = [f"--{f.replace('_', '-')}" for f in _FLOW_ONLY if getattr(args, f) is not None]
+    if given:
+        raise CLIError(f"{', '.join(given)} do not apply to --model vae; its flags are "
+                       "--data digits, --latent-dim, --steps, --batch-size, --lr, --hidden, "
+                       "--depth, --activation, --seed, --out, --resume, --no-eval.")
+    if args.resume:
+        if not args.out:
+            raise CLIError("--resume needs --out DIR of the run to continue.")
+        out = Path(args.out)
+        try:
+            cfg = VAEConfig.from_json(json.loads((out / "config.json").read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CLIError(f"--resume: cannot read {out / 'config.json'}: {err}") from err
+    else:
+        overrides = {"data": args.data, "latent_dim": args.latent_dim, "steps": args.steps,
+                     "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
+                     "depth": args.depth, "activation": args.activation, "seed": args.seed}
+        if args.data is not None and args.data != "digits":
+            raise CLIError(f"--model vae trains on --data digits, got --data {args.data!r}.")
+        cfg = VAEConfig(**{k: v for k, v in overrides.items() if v is not None})
+        out = new_run_dir(args.out, f"vae-{cfg.data}")
+        write_json(out / "config.json", cfg.to_json())
+    model, state = train_vae(cfg, out, resume=args.resume)
+    save_figure(out / "loss.png", plot_vae_loss(state["loss"], phase_switch=cfg.steps))
+    metrics: dict[str, Any] = {"steps": state["step"], "train_seconds": state["train_seconds"]}
+    if not args.no_eval:
+        metrics.update(evaluate_vae(model, cfg))
+    write_json(out / "metrics.json", metrics)
+    print(json.dumps(jsonable({**metrics, "run": str(out)})))
+    print(f"otgen: wrote {out}", file=sys.stderr)
+    return 0
+
+
+#: ``--model`` name -> trainer entry point ``run(args) -> exit code``.
+TRAINERS: dict[str, Callable[[argparse.Namespace], int]] = {"mlp": _run_flow, "vae": _run_vae}
+
+
+def _model_of_run(out: Path) -> str:
+    """The ``model`` recorded in a run's ``config.json`` (``"mlp"`` when absent)."""
+    try:
+        obj = json.loads((out / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "mlp"  # the flow trainer reports the missing/broken run itself
+    model = obj.get("model", "mlp") if isinstance(obj, dict) else "mlp"
+    return model if model in TRAINERS else "mlp"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``otgen train``: dispatch on ``--model`` (or the resumed run's model)."""
+    model = args.model
+    if args.resume and args.out:
+        model = _model_of_run(Path(args.out))
+    return TRAINERS[model](args)
