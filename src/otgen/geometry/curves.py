@@ -153,7 +153,10 @@ class CubicSpline(AbstractCurve):
         n_segments: ``K`` >= 1 spline segments.
         values: Optional initial interior offsets ``(B, K - 1, d)`` (default 0: the line).
     Parameters:
-        ``values`` ``(B, K - 1, d)`` and ``end_curvature`` ``(B, 2, d)``.
+        ``values`` ``(B, K - 1, d)`` and ``end_curvature`` ``(B, 2, d)``, the latter scaled
+        as :math:`m_{0,K} = 6 K^2 \cdot` ``end_curvature`` so that both move the curve by
+        comparable amounts (an unscaled :math:`m` enters with a factor :math:`h^2/6`,
+        which leaves the optimiser badly conditioned).
     """
 
     def __init__(self, z0: Tensor, z1: Tensor, n_segments: int = 8,
@@ -194,9 +197,10 @@ class CubicSpline(AbstractCurve):
         """Offsets ``w`` and second derivatives ``m`` at all ``K + 1`` knots, ``(B, K+1, d)``."""
         zero = torch.zeros_like(self.begin)[:, None]
         w = torch.cat([zero, self.values, zero], dim=1)
+        m_end = self.end_curvature * (6.0 * self.n_segments**2)
         m_int = (torch.einsum("ik,bkd->bid", self.p_w, w)
-                 + torch.einsum("ij,bjd->bid", self.p_m, self.end_curvature))
-        m = torch.cat([self.end_curvature[:, :1], m_int, self.end_curvature[:, 1:]], dim=1)
+                 + torch.einsum("ij,bjd->bid", self.p_m, m_end))
+        m = torch.cat([m_end[:, :1], m_int, m_end[:, 1:]], dim=1)
         return w, m
 
     def evaluate(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
