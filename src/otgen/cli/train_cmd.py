@@ -105,6 +105,7 @@ def _run_flow(args: argparse.Namespace) -> int:
         raise CLIError("--latent-dim applies to latent-variable models (--model vae), not "
                        "to --model mlp.")
     from otgen.train import evaluate, load_config, train
+    from otgen.train.distributed import context, shutdown
     from otgen.train.evaluate import write_json_atomic
 
     if args.resume:
@@ -114,16 +115,31 @@ def _run_flow(args: argparse.Namespace) -> int:
         cfg = load_config(out)
     else:
         cfg = _config(args)
-        prefix = f"{cfg.method}-{Path(cfg.data).stem}"
-        out = new_run_dir(args.out, prefix)
-        write_json_atomic(out / "config.json", cfg.to_json())
-    run_, state = train(cfg, out, resume=args.resume)
-    metrics: dict[str, Any] = {"steps": state["step"], "train_seconds": state["train_seconds"]}
-    if not args.no_eval:
-        metrics = evaluate(run_, out, state)
-    print(json.dumps(jsonable({**metrics, "run": str(out)})))
-    print(f"otgen: wrote {out}", file=sys.stderr)
-    return 0
+    ctx = context(cfg.resolved_device())  # torchrun: join the process group
+    try:
+        if not args.resume:
+            if ctx.active and not args.out:
+                raise CLIError("under torchrun pass --out DIR, the one run directory every "
+                               "rank uses.")
+            if ctx.is_main:
+                out = new_run_dir(args.out, f"{cfg.method}-{Path(cfg.data).stem}")
+                write_json_atomic(out / "config.json", cfg.to_json())
+            ctx.barrier()
+            out = Path(args.out) if not ctx.is_main else out
+        run_, state = train(cfg, out, resume=args.resume)
+        if not ctx.is_main:  # rank 0 evaluates and reports
+            return 0
+        metrics: dict[str, Any] = {"steps": state["step"],
+                                   "train_seconds": state["train_seconds"]}
+        if ctx.active:
+            metrics["world_size"] = ctx.world
+        if not args.no_eval:
+            metrics = evaluate(run_, out, state)
+        print(json.dumps(jsonable({**metrics, "run": str(out)})))
+        print(f"otgen: wrote {out}", file=sys.stderr)
+        return 0
+    finally:
+        shutdown()
 
 
 #: Flags of the flow-matching trainer that other models do not take.

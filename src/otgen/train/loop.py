@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from otgen.data.registry import get_sampler
-from otgen.flows.couplings import ReflowCoupling
+from otgen.flows.couplings import EntropicOTCoupling, ExactOTCoupling, ReflowCoupling
 from otgen.flows.diffusion import DiffusionMatcher
 from otgen.flows.matchers import FlowMatcher, make_objective
 from otgen.flows.paths import LinearPath
@@ -37,6 +37,7 @@ from otgen.train.checkpoint import (
     save_checkpoint,
 )
 from otgen.train.config import TrainConfig
+from otgen.train.distributed import DistContext, context, rank_stream_seed
 
 __all__ = ["Run", "build_run", "train", "save_weights"]
 
@@ -99,9 +100,30 @@ def build_run(cfg: TrainConfig) -> Run:
 _STREAMS = ("data", "source", "pair", "coupling")
 
 
-def _streams(seed: int) -> dict[str, torch.Generator]:
-    return {name: torch.Generator().manual_seed(seed * 1000 + k)
-            for k, name in enumerate(_STREAMS)}
+def _streams(seed: int, rank: int = 0) -> dict[str, torch.Generator]:
+    """The run's random streams on ``rank``. Data, source and pair streams differ between
+    ranks (no repeated samples); the coupling stream is shared so that every rank draws the
+    same global coupling (rank 0 = the single-process streams)."""
+    return {name: torch.Generator().manual_seed(
+        rank_stream_seed(seed, k, 0 if name == "coupling" else rank))
+        for k, name in enumerate(_STREAMS)}
+
+
+def _pair_local(matcher: FlowMatcher | DiffusionMatcher, x0: torch.Tensor,
+                x1: torch.Tensor, generator: torch.Generator,
+                ctx: DistContext | None) -> Pairs:
+    """Couple (possibly gathered) batches; with ``ctx``, keep this rank's slice."""
+    pairs = matcher.pair(x0, x1, generator)
+    if ctx is None:
+        return pairs
+    return ctx.local(pairs[0]), ctx.local(pairs[1]), ctx.local(pairs[2])
+
+
+def _global_coupling(matcher: FlowMatcher | DiffusionMatcher) -> bool:
+    """Whether the pairing depends on the whole batch (minibatch OT): then DDP ranks
+    couple the all-gathered batch."""
+    coupling = getattr(matcher, "coupling", None)
+    return isinstance(coupling, ExactOTCoupling | EntropicOTCoupling)
 
 
 def save_weights(run: Run, run_dir: str | os.PathLike[str]) -> None:
@@ -134,16 +156,18 @@ def train(
         ``(run, state)`` with ``state`` holding ``step``, ``loss`` (per-step history),
         ``train_seconds``.
     """
+    ctx = context(cfg.resolved_device())  # torchrun job, or one process
     run = build_run(cfg)
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    gens = _streams(cfg.seed)
+    gens = _streams(cfg.seed, ctx.rank)
     opt = torch.optim.Adam(run.model.parameters(), lr=cfg.lr)
     state: dict[str, Any] = {"step": 0, "loss": [], "train_seconds": 0.0}
     if resume:
         if not has_checkpoint(out):
             raise ValueError(f"--resume: no checkpoint in {out}; run without --resume first.")
-        state = load_checkpoint(out, model=run.model, optimizer=opt, generators=gens,
+        state = load_checkpoint(out, model=run.model, optimizer=opt,
+                                generators={ctx.own_name(k): g for k, g in gens.items()},
                                 ema=run.ema)
     model, ema = run.model, run.ema
     total = cfg.total_steps
@@ -151,7 +175,8 @@ def train(
     losses: list[float] = list(state["loss"])
     evals: list[list[float]] = list(state.get("evals", []))
     bar = tqdm(total=total, initial=state["step"], desc="train", unit="step",
-               disable=progress is False, delay=1.0, leave=False, mininterval=0.5)
+               disable=progress is False or not ctx.is_main, delay=1.0, leave=False,
+               mininterval=0.5)
     t_start = time.perf_counter()
     seconds0 = float(state["train_seconds"])
     step = int(state["step"])
@@ -185,12 +210,16 @@ def train(
         while len(queue) < cfg.prefetch and k_next < end and stage(k_next) == stage(step):
             snap = {name: g.get_state() for name, g in gens.items()}
             x0, x1 = draw()
+            matcher = matcher_at(k_next)
+            share = ctx if ctx.active and _global_coupling(matcher) else None
+            if share is not None:  # DDP: couple the global batch, train on this rank's part
+                x0, x1 = share.gather(x0), share.gather(x1)
             # a private generator per batch, seeded here in step order (workers run in
             # parallel, so they must not share a stream)
             seed = int(torch.randint(0, 2**62, (1,), generator=gens["coupling"]))
             private = torch.Generator().manual_seed(seed)
-            queue.append((k_next, snap, pool.submit(matcher_at(k_next).pair, x0, x1,
-                                                    private)))
+            queue.append((k_next, snap, pool.submit(_pair_local, matcher, x0, x1, private,
+                                                    share)))
             k_next += 1
 
     pool = ThreadPoolExecutor(max_workers=cfg.prefetch)
@@ -210,6 +239,7 @@ def train(
                                          pairs=pairs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            loss_value = ctx.average_grads(model.parameters(), loss)  # DDP: mean over ranks
             opt.step()
             if ema is not None:  # decay warmed up as min(ema, (1 + k) / (10 + k))
                 decay = min(cfg.ema, (1.0 + step) / (10.0 + step))
@@ -217,11 +247,11 @@ def train(
                     for pe, p in zip(ema.parameters(), model.parameters(), strict=True):
                         pe.lerp_(p, 1.0 - decay)
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(loss_value)
             if not queue and step < end:  # reflow boundary: freeze the teacher, go on
-                teacher = _save_teacher(run, out)
+                teacher = _save_teacher(run, out, write=ctx.is_main)
                 refill(step)
-            if cfg.eval_every and step % cfg.eval_every == 0:
+            if cfg.eval_every and step % cfg.eval_every == 0 and ctx.is_main:
                 evals.append([step, _quick_w2(run)])
                 bar.set_postfix(w2=f"{evals[-1][1]:.3f}", refresh=False)
             elif step % 50 == 0:
@@ -229,15 +259,17 @@ def train(
             bar.update(1)
             if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < end:
                 _checkpoint(out, run, opt, gens, _states_before(queue, gens), losses, evals,
-                            seconds0 + time.perf_counter() - t_start, step)
+                            seconds0 + time.perf_counter() - t_start, step, ctx)
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
     snapshot = _states_before(queue, gens)
     state = _checkpoint(out, run, opt, gens, snapshot, losses, evals,
-                        seconds0 + time.perf_counter() - t_start, step)
-    save_weights(run, out)
+                        seconds0 + time.perf_counter() - t_start, step, ctx)
+    if ctx.is_main:
+        save_weights(run, out)
+    ctx.barrier()  # the files are complete before any rank goes on
     return run, state
 
 
@@ -254,23 +286,30 @@ def _states_before(queue: deque[tuple[int, dict[str, torch.Tensor], Any]],
 
 def _checkpoint(out: Path, run: Run, opt: torch.optim.Optimizer,
                 gens: dict[str, torch.Generator], snapshot: dict[str, torch.Tensor],
-                losses: list[float], evals: list[list[float]], seconds: float, step: int
-                ) -> dict[str, Any]:
+                losses: list[float], evals: list[list[float]], seconds: float, step: int,
+                ctx: DistContext | None = None) -> dict[str, Any]:
     """Save with the data/source/coupling streams as they were before the look-ahead draw
-    and the pair stream (times, path noise) as it is now."""
-    saved = {k: torch.Generator() for k in gens}
-    for k, g in saved.items():
-        g.set_state(gens[k].get_state() if k == "pair" else snapshot[k])
+    and the pair stream (times, path noise) as it is now. Under DDP every rank calls this
+    (its streams are gathered) and rank 0 writes."""
+    ctx = ctx if ctx is not None else DistContext()
+    states = {k: gens[k].get_state() if k == "pair" else snapshot[k] for k in gens}
+    states = ctx.gather_states(states)
     state = {"step": step, "loss": losses, "evals": evals, "train_seconds": seconds}
-    save_checkpoint(out, model=run.model, optimizer=opt, generators=saved, state=state,
-                    ema=run.ema)
+    if ctx.is_main:
+        saved = {k: torch.Generator() for k in states}
+        for k, g in saved.items():
+            g.set_state(states[k])
+        save_checkpoint(out, model=run.model, optimizer=opt, generators=saved, state=state,
+                        ema=run.ema)
     return state
 
 
-def _save_teacher(run: Run, out: Path) -> MLPVectorField:
+def _save_teacher(run: Run, out: Path, *, write: bool = True) -> MLPVectorField:
     """Freeze the current weights as the reflow teacher (also written to
-    ``teacher.safetensors`` so that a resumed run uses the same one)."""
+    ``teacher.safetensors`` so that a resumed run uses the same one; under DDP by rank 0)."""
     teacher = copy.deepcopy(run.network()).requires_grad_(False).eval()
+    if not write:
+        return teacher
     tmp = out / f".teacher.safetensors.tmp-{os.getpid()}"
     save_file({k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()},
               str(tmp))
