@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         }
         if not args.no_shooting:
             t0 = time.perf_counter()
-            shot = Shooting(steps=args.ode_steps)(metric, z0, z1, v0=energy.velocity0)
+            shot = Shooting(steps=args.ode_steps, max_iter=10, max_halvings=5)(
+                metric, z0, z1, v0=energy.velocity0)
             metrics.update({
                 "shooting_seconds": time.perf_counter() - t0,
                 "shooting_converged": bool(shot.converged),

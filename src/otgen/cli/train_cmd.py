@@ -52,6 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    "(--data digits)")
     p.add_argument("--latent-dim", type=positive_int, default=None,
                    help="latent dimension (latent-variable models such as --model vae)")
+    p.add_argument("--var-steps", type=int, default=None,
+                   help="--model vae: steps of the variance (RBF) phase")
     p.add_argument("--sigma", type=float, default=None, help="path noise sigma")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps")
     p.add_argument("--batch-size", type=positive_int, default=None)
@@ -101,9 +103,9 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _run_flow(args: argparse.Namespace) -> int:
     """``--model mlp``: flow matching (the main job)."""
-    if args.latent_dim is not None:
-        raise CLIError("--latent-dim applies to latent-variable models (--model vae), not "
-                       "to --model mlp.")
+    if args.latent_dim is not None or args.var_steps is not None:
+        raise CLIError("--latent-dim and --var-steps apply to --model vae, not to --model "
+                       "mlp.")
     from otgen.train import evaluate, load_config, train
     from otgen.train.distributed import context, shutdown
     from otgen.train.evaluate import write_json_atomic
@@ -154,8 +156,8 @@ def _run_vae(args: argparse.Namespace) -> int:
     given = [f"--{f.replace('_', '-')}" for f in _FLOW_ONLY if getattr(args, f) is not None]
     if given:
         raise CLIError(f"{', '.join(given)} do not apply to --model vae; its flags are "
-                       "--data digits, --latent-dim, --steps, --batch-size, --lr, --hidden, "
-                       "--depth, --activation, --seed, --out, --resume, --no-eval.")
+                       "--data digits, --latent-dim, --steps, --var-steps, --batch-size, --lr, "
+                       "--hidden, --depth, --activation, --seed, --out, --resume, --no-eval.")
     if args.resume:
         if not args.out:
             raise CLIError("--resume needs --out DIR of the run to continue.")
@@ -166,6 +168,7 @@ def _run_vae(args: argparse.Namespace) -> int:
             raise CLIError(f"--resume: cannot read {out / 'config.json'}: {err}") from err
     else:
         overrides = {"data": args.data, "latent_dim": args.latent_dim, "steps": args.steps,
+                     "var_steps": args.var_steps,
                      "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
                      "depth": args.depth, "activation": args.activation, "seed": args.seed}
         if args.data is not None and args.data != "digits":

@@ -168,7 +168,8 @@ class AbstractMetric(abc.ABC):
         Args:
             z: Points ``(n, d)``. v: Velocities ``(n, d)``.
         Returns:
-            Accelerations ``(n, d)``, differentiable in ``z`` and ``v``.
+            Accelerations ``(n, d)``, differentiable in ``z`` and ``v``; NaN rows where
+            :math:`M(z)` is numerically singular.
         """
         return self._acceleration(as_points("z", z), as_points("v", v))
 
@@ -177,7 +178,10 @@ class AbstractMetric(abc.ABC):
         dm_v = torch.einsum("nijk,nk->nij", dm, v)  # directional derivative of M along v
         grad_q = torch.einsum("nijk,ni,nj->nk", dm, v, v)  # nabla_z (v^T M v)
         rhs = 2.0 * torch.einsum("nij,nj->ni", dm_v, v) - grad_q
-        return -0.5 * torch.linalg.solve(m, rhs.unsqueeze(-1)).squeeze(-1)
+        a, info = torch.linalg.solve_ex(m, -0.5 * rhs.unsqueeze(-1))
+        # a singular metric (a decoder with a rank-deficient Jacobian) has no geodesic
+        # equation there: NaN marks it, and the solvers treat such shots as failed
+        return torch.where((info == 0)[:, None], a.squeeze(-1), torch.nan)
 
 
 class FunctionMetric(AbstractMetric):
