@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import sphere  # type: ignore[import-not-found]
 
+from conftest import sphere  # type: ignore[import-not-found]
 from otgen.geometry import (
     CubicSpline,
     DiscreteCurve,

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import disk_points, great_circle, sphere  # type: ignore[import-not-found]
 
+from conftest import disk_points, great_circle, sphere  # type: ignore[import-not-found]
 from otgen.geometry import (
     CubicSpline,
     EnergyMinimizer,

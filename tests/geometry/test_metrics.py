@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import sphere  # type: ignore[import-not-found]
 
+from conftest import sphere  # type: ignore[import-not-found]
 from otgen.geometry import (
     ExpectedMetric,
     FunctionMetric,
