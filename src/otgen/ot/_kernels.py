@@ -30,6 +30,12 @@ __all__ = [
 ]
 
 
+#: Budget of the blockwise (online) kernels' temporaries. Small slabs are re-used heap
+#: memory and stay in cache; 256 MB slabs were 3x slower (fresh pages faulted in on every
+#: block): an online Sinkhorn at n = 8000 took 29.8 s CPU with 256 MB, 9.2 s with 8 MB.
+SLAB_BYTES = 8 * 1024**2
+
+
 def block_rows(n: int, m: int, itemsize: int, budget: int) -> int:
     """Rows per block so that a few ``(rows, m)`` temporaries fit in ``budget`` bytes."""
     per_row = max(1, 4 * m * itemsize)  # cost slab + exp temporaries
@@ -72,10 +78,15 @@ def softmin_cols(
     :func:`softmin_rows`; returns ``(m,)``.
     """
     with torch.no_grad():
-        h = (f / eps + _log_or_neginf(a))[:, None]  # (n, 1)
+        h = f / eps + _log_or_neginf(a)  # (n,)
         out = torch.empty(y.shape[0], dtype=y.dtype, device=y.device)
+        if getattr(cost, "symmetric", False):  # c(y, x) = c(x, y)^T: reduce along rows
+            for s in range(0, y.shape[0], cols):
+                z = cost(y[s : s + cols], x).div_(-eps).add_(h)  # (cols, n)
+                out[s : s + cols] = torch.logsumexp(z, dim=1)
+            return out.mul_(-eps)
         for s in range(0, y.shape[0], cols):
-            z = cost(x, y[s : s + cols]).div_(-eps).add_(h)  # (n, cols)
+            z = cost(x, y[s : s + cols]).div_(-eps).add_(h[:, None])  # (n, cols)
             out[s : s + cols] = torch.logsumexp(z, dim=0)
         return out.mul_(-eps)
 

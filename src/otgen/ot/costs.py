@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -39,6 +40,8 @@ class AbstractCost(abc.ABC):
     #: exponent ``p`` such that ``c = |x - y|^p`` (``None`` for a general cost); used by
     #: ``wasserstein`` to take the ``1/p`` root.
     p: float | None = None
+    #: ``c(x, y) = c(y, x)``: blockwise kernels may then evaluate ``cost(y, x)``.
+    symmetric: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -76,6 +79,8 @@ def _sq_dist(x: Tensor, y: Tensor) -> Tensor:
 class SqEuclidean(AbstractCost):
     r"""Squared Euclidean cost :math:`c(x, y) = |x - y|^2` (so ``<C, P>`` is :math:`W_2^2`)."""
 
+    symmetric: ClassVar[bool] = True
+
     p: float | None = 2.0
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -89,6 +94,8 @@ class SqEuclidean(AbstractCost):
 class Euclidean(AbstractCost):
     r"""Euclidean cost :math:`c(x, y) = |x - y|` (so ``<C, P>`` is :math:`W_1`)."""
 
+    symmetric: ClassVar[bool] = True
+
     p: float | None = 1.0
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
@@ -101,6 +108,8 @@ class Euclidean(AbstractCost):
 @dataclass(frozen=True)
 class PNorm(AbstractCost):
     r"""Power of the Euclidean distance :math:`c(x, y) = |x - y|^p`, ``p > 0``."""
+
+    symmetric: ClassVar[bool] = True
 
     p: float | None = 2.0
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from otgen._validate import check_positive
-from otgen.ot._kernels import EnvelopeData, block_rows, envelope_value, softmin_rows
+from otgen.ot._kernels import SLAB_BYTES, EnvelopeData, block_rows, envelope_value, softmin_rows
 from otgen.ot.costs import AbstractCost, PNorm, SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import warn_not_converged
@@ -85,7 +85,7 @@ def sinkhorn_divergence(
 
 def _start_error(prob: LinearProblem, f: Tensor, g: Tensor, eps: float) -> float:
     """L1 row-marginal error of the entropic plan built from ``(f, g)`` (one soft-min pass)."""
-    rows = block_rows(prob.shape[0], prob.shape[1], prob.x.element_size(), 256 * 1024**2)
+    rows = block_rows(prob.shape[0], prob.shape[1], prob.x.element_size(), SLAB_BYTES)
     f_new = softmin_rows(prob.x.detach(), prob.y.detach(), prob.cost, g, prob.b.detach(), eps,
                          rows)
     return float((prob.a.detach() * torch.expm1((f - f_new) / eps).abs()).sum())
@@ -105,7 +105,7 @@ def self_transport(
     x, a = prob.x, prob.a
     xd, ad = x.detach(), a.detach()
     n = x.shape[0]
-    rows = block_rows(n, n, x.element_size(), 256 * 1024**2)
+    rows = block_rows(n, n, x.element_size(), SLAB_BYTES)
     mean_c, _ = cost_scale(prob, rows)
     f = torch.zeros(n, dtype=x.dtype, device=x.device)
     schedule = _schedule(eps, mean_c, True)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from otgen._validate import check_finite, check_int, check_positive_or_none
 from otgen.ot._kernels import (
+    SLAB_BYTES,
     EnvelopeData,
     block_rows,
     envelope_value,
@@ -130,8 +131,8 @@ class Sinkhorn:
         online = self.online
         if online is None:
             online = 2 * n * m * itemsize > self.memory_budget
-        rows = block_rows(n, m, itemsize, min(self.memory_budget, 256 * 1024**2))
-        cols = block_rows(m, n, itemsize, min(self.memory_budget, 256 * 1024**2))
+        rows = block_rows(n, m, itemsize, min(self.memory_budget, SLAB_BYTES))
+        cols = block_rows(m, n, itemsize, min(self.memory_budget, SLAB_BYTES))
         xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
 
         C = None if online else prob.cost(xd, yd).detach()
