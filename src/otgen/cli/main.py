@@ -21,7 +21,7 @@ from otgen.cli._common import CLIError
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: Subcommand modules, ``otgen.cli.<name>_cmd``, in the order shown by ``otgen --help``.
-COMMANDS: tuple[str, ...] = ("train", "sample", "eval", "ot", "geodesic", "gradflow")
+COMMANDS: tuple[str, ...] = ("train", "sample", "eval", "ot", "geodesic", "gradflow", "dynamic")
 
 
 class _UsageError(Exception):
