@@ -72,8 +72,11 @@ def grad_potential(v: Potential, x: Tensor) -> Tensor:
     keep = x.requires_grad and torch.is_grad_enabled()
     with torch.enable_grad():
         xx = x if keep else x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(v(xx).sum(), xx, create_graph=keep)
-    return g
+        val = v(xx).sum()
+        if not val.requires_grad:  # V does not depend on x (e.g. zero_potential)
+            return torch.zeros_like(x)
+        (g,) = torch.autograd.grad(val, xx, create_graph=keep, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g
 
 
 #: potentials by CLI name
