@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
 import torch
 
@@ -24,3 +27,39 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+# ------------------------------------------------------- hypothesis counts in the summary
+# Every property test reports how many generated examples it ran; the terminal summary
+# prints the total per test file ("fuzzing: N examples over K properties"). The counts
+# travel on the reports' user_properties, so they also add up under pytest-xdist.
+
+_PASSING = re.compile(r"(\d+) passing(?: examples?)?[,)]")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    stats = getattr(item, "hypothesis_statistics", None)
+    if report.when == "call" and isinstance(stats, str):
+        n = sum(int(k) for k in _PASSING.findall(stats))
+        report.user_properties.append(("fuzz_examples", n))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    per_file: dict[str, list[int]] = {}
+    for key in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(key, []):
+            for name, value in getattr(rep, "user_properties", []):
+                if name == "fuzz_examples":
+                    per_file.setdefault(rep.nodeid.split("::")[0], []).append(int(value))
+    if not per_file:
+        return
+    total = sum(sum(v) for v in per_file.values())
+    props = sum(len(v) for v in per_file.values())
+    terminalreporter.write_line(f"hypothesis fuzzing: {total} generated examples over "
+                                f"{props} properties")
+    for path, counts in sorted(per_file.items()):
+        terminalreporter.write_line(f"  {path}: {sum(counts)} examples, {len(counts)} "
+                                    "properties")

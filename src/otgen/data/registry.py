@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +132,31 @@ def _check_call(n: object, generator: object) -> int:
     return check_int("n", n, minimum=1)
 
 
+def _check_toy_params(spec: str, fn: Callable[..., Tensor], params: dict[str, Any]) -> None:
+    """Unknown keyword parameters of a toy, named with the valid ones."""
+    import inspect
+
+    valid = [p for p in inspect.signature(fn).parameters
+             if p not in ("n", "generator", "dtype", "device")]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(f"toy {spec!r} has no parameter(s) {', '.join(unknown)}; its "
+                        f"parameters are {', '.join(valid) or '(none)'}.")
+
+
+def _check_magnitude(spec: str, points: Tensor) -> None:
+    """Coordinates whose squared distances overflow the dtype make every OT cost and loss
+    infinite: refuse them with the fix instead of training on inf/NaN."""
+    if points.numel() == 0:
+        return
+    top = float(points.abs().max())
+    limit = math.sqrt(torch.finfo(points.dtype).max) / 16.0  # |x - y|^2 * d stays finite
+    if top > limit:
+        raise ValueError(f"{spec}: coordinates up to {top:.3g} overflow squared distances in "
+                         f"{points.dtype} (limit about {limit:.2g}); rescale the data (e.g. "
+                         "standardise each column) or use float64.")
+
+
 def get_sampler(
     spec: str | os.PathLike[str],
     *,
@@ -165,6 +191,7 @@ def get_sampler(
     if spec in TOYS:
         fn = TOYS[spec]
         # Validate the parameters once, on a throw-away generator (global RNG untouched).
+        _check_toy_params(spec, fn, params)
         fn(1, generator=torch.Generator(), dtype=dtype, device="cpu", **params)
 
         def toy(n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -188,6 +215,7 @@ def get_sampler(
         return gaussian
     if _is_file_spec(spec):
         points, weights = load_cloud(spec, dtype=dtype)  # (N, d), (N,) or None
+        _check_magnitude(spec, points)
 
         def cloud(n: int, generator: torch.Generator | None = None) -> Tensor:
             n = _check_call(n, generator)
