@@ -49,7 +49,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default=None, help="objective (default otcfm)")
     p.add_argument("--model", choices=tuple(TRAINERS), default="mlp",
                    help="mlp: flow-matching vector field (default); vae: Gaussian VAE "
-                   "(--data digits)")
+                   "(--data digits); wgan, semidiscrete, sinkhorn-gen, wae, vae-elbo: OT "
+                   "views of GAN and VAE (any data; more settings via --config JSON)")
     p.add_argument("--latent-dim", type=positive_int, default=None,
                    help="latent dimension (latent-variable models such as --model vae)")
     p.add_argument("--var-steps", type=int, default=None,
@@ -64,6 +65,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=None, help="EMA decay (0 disables)")
     p.add_argument("--solver", choices=SOLVERS, default=None, help="sampling solver")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--ckpt-every", type=int, default=None,
+                   help="steps between checkpoints (0: only at the end; default 2000)")
     p.add_argument("--config", default=None, help="config.json to start from (flags win)")
     p.add_argument("--out", default=None, help="run directory (default runs/<method>-<data>-"
                    "<timestamp>)")
@@ -77,7 +80,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 _FLAGS = {"data": "data", "source": "source", "method": "method", "sigma": "sigma",
           "steps": "steps", "batch_size": "batch_size", "lr": "lr", "hidden": "hidden",
           "depth": "depth", "activation": "activation", "ema": "ema", "solver": "solver",
-          "seed": "seed"}
+          "seed": "seed", "ckpt_every": "ckpt_every"}
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -145,7 +148,8 @@ def _run_flow(args: argparse.Namespace) -> int:
 
 
 #: Flags of the flow-matching trainer that other models do not take.
-_FLOW_ONLY = ("data_params", "source", "method", "sigma", "ema", "solver", "config")
+_FLOW_ONLY = ("data_params", "source", "method", "sigma", "ema", "solver", "config",
+              "ckpt_every")
 
 
 def _run_vae(args: argparse.Namespace) -> int:
@@ -187,8 +191,47 @@ def _run_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_generative(args: argparse.Namespace) -> int:
+    """``--model wgan|semidiscrete|sinkhorn-gen|wae|vae-elbo``: the OT views of GAN and VAE
+    (:mod:`otgen.train.generative`); further settings through ``--config FILE.json``."""
+    from otgen.train.generative import config_from, evaluate_generative, train_generative
+
+    given = [f"--{f}" for f in ("source", "method", "sigma", "ema", "solver")
+             if getattr(args, f) is not None]
+    if given:
+        raise CLIError(f"{', '.join(given)} do not apply to --model {args.model}; its flags are "
+                       "--data, --data-params, --latent-dim, --steps, --batch-size, --lr, "
+                       "--hidden, --depth, --activation, --seed, --config, --out, --resume, "
+                       "--no-eval.")
+    if args.resume:
+        if not args.out:
+            raise CLIError("--resume needs --out DIR of the run to continue.")
+        out = Path(args.out)
+        model = _model_of_run(out)
+        cfg = config_from(model, {}, out / "config.json")
+    else:
+        params = json.loads(args.data_params) if args.data_params is not None else None
+        flags = {"data": args.data, "data_params": params, "latent_dim": args.latent_dim,
+                 "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                 "hidden": args.hidden, "depth": args.depth, "activation": args.activation,
+                 "seed": args.seed}
+        cfg = config_from(args.model, flags, args.config)
+        out = new_run_dir(args.out, f"{cfg.model}-{Path(cfg.data).stem}")
+        write_json(out / "config.json", cfg.to_json())
+    model_, state = train_generative(cfg, out, resume=args.resume)
+    metrics: dict[str, Any] = {"steps": state["step"], "train_seconds": state["train_seconds"]}
+    if not args.no_eval:
+        metrics = evaluate_generative(model_, cfg, state, out)
+    print(json.dumps(jsonable({**metrics, "run": str(out)})))
+    print(f"otgen: wrote {out}", file=sys.stderr)
+    return 0
+
+
 #: ``--model`` name -> trainer entry point ``run(args) -> exit code``.
-TRAINERS: dict[str, Callable[[argparse.Namespace], int]] = {"mlp": _run_flow, "vae": _run_vae}
+TRAINERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "mlp": _run_flow, "vae": _run_vae, "wgan": _run_generative,
+    "semidiscrete": _run_generative, "sinkhorn-gen": _run_generative,
+    "wae": _run_generative, "vae-elbo": _run_generative}
 
 
 def _model_of_run(out: Path) -> str:
