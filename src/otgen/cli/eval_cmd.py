@@ -22,9 +22,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``otgen eval``."""
+    from otgen.cli._conditional import is_conv_run, run_eval
     from otgen.train import evaluate
     from otgen.train.runs import load_run
 
+    if is_conv_run(args.run):  # image flow: adds digits FD, conditional accuracy, bits/dim
+        return run_eval(args)
     run_, state = load_run(args.run)
     metrics = evaluate(run_, args.run, state)
     print(json.dumps(jsonable({**metrics, "run": str(args.run)})))

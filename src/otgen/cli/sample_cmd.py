@@ -1,4 +1,8 @@
-"""``otgen sample --run DIR``: draw samples from a trained flow (``.npy`` + PNG)."""
+"""``otgen sample --run DIR``: draw samples from a trained flow (``.npy`` + PNG).
+
+Image-flow runs (``model = "conv"``) go to :func:`otgen.cli._conditional.run_sample`:
+``--class C --guidance W`` pick the class and the classifier-free guidance scale, and
+the PNG is an image grid."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otgen.cli._common import positive_int, save_figure, save_npy
+from otgen.cli._common import CLIError, positive_int, save_figure, save_npy
 
 __all__ = ["add_parser", "run"]
 
@@ -26,6 +30,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="steps of a fixed-step solver (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output .npy (default DIR/samples-N.npy)")
+    p.add_argument("--class", dest="class_", type=int, default=None,
+                   help="conditional image runs: class to generate (default: all, cyclically)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="conditional image runs: classifier-free guidance scale w (0: "
+                   "unconditional, 1: conditional; default: the run's)")
     p.set_defaults(func=run)
     return p
 
@@ -34,9 +43,15 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``otgen sample``."""
     import torch
 
+    from otgen.cli._conditional import is_conv_run, run_sample
     from otgen.ode import integrate
     from otgen.train.runs import load_run
 
+    if is_conv_run(args.run):
+        return run_sample(args)
+    if args.class_ is not None or args.guidance is not None:
+        raise CLIError("--class and --guidance apply to conditional image runs (otgen train "
+                       f"--data digits --conditional); {args.run} is not one.")
     run_, _ = load_run(args.run)
     cfg = run_.config
     solver = args.solver or cfg.solver

@@ -73,6 +73,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-eval", action="store_true", help="skip evaluation")
+    p.add_argument("--conditional", action="store_true",
+                   help="class-conditional image flow (with --data digits or mnist:PATH)")
+    p.add_argument("--coupling", choices=("independent", "ot", "label-ot", "label-penalty"),
+                   default=None, help="image flow coupling (default label-ot if "
+                   "--conditional, else ot); label-ot: exact OT within each class")
+    p.add_argument("--guidance-dropout", type=float, default=None,
+                   help="label-dropout probability for classifier-free guidance (default 0.1)")
     p.set_defaults(func=run)
     return p
 
@@ -234,6 +241,16 @@ TRAINERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "wae": _run_generative, "vae-elbo": _run_generative}
 
 
+def _run_conv(args: argparse.Namespace) -> int:
+    """Image flows (digits, MNIST; conditional with guidance): :mod:`otgen.cli._conditional`."""
+    from otgen.cli._conditional import run_train
+
+    return run_train(args)
+
+
+TRAINERS["conv"] = _run_conv
+
+
 def _model_of_run(out: Path) -> str:
     """The ``model`` recorded in a run's ``config.json`` (``"mlp"`` when absent)."""
     try:
@@ -249,4 +266,8 @@ def run(args: argparse.Namespace) -> int:
     model = args.model
     if args.resume and args.out:
         model = _model_of_run(Path(args.out))
+    elif model == "mlp":
+        from otgen.cli._conditional import wants_conv
+
+        model = "conv" if wants_conv(args) else model
     return TRAINERS[model](args)
