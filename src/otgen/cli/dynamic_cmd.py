@@ -144,8 +144,9 @@ def _run_action(args: argparse.Namespace, src: Any, tgt: Any, gen: Any, out: Pat
     solver = LeastAction(**opts)
     res = solver(DynamicProblem(src, tgt), generator=gen)
     y = tgt(args.n, gen)
-    x1, a, xs = res.transport(res.x0, steps=max(args.frames - 1, 1), record=True)
-    assert xs is not None  # record=True
+    _, _, xs = res.transport(res.x0, steps=max(args.frames - 1, 1), record=True)
+    if xs is None:  # pragma: no cover - record=True always returns the path
+        raise RuntimeError("no path recorded")
     tensors = {k: v.detach().cpu().contiguous() for k, v in res.field.state_dict().items()}
     atomic_write(out / "field.safetensors", lambda fh: fh.write(save(tensors)))
     save_figure(out / "paths.png", plot_paths(res.paths, res.ts, target=y,
@@ -167,7 +168,6 @@ def _run_action(args: argparse.Namespace, src: Any, tgt: Any, gen: Any, out: Pat
         "hj_residual": res.hj_residual, "curl": res.curl, "curl_rel": res.curl_rel,
         "straightness": res.straightness, "converged": res.converged, "n_iter": res.n_iter,
         "parametrisation": args.parametrisation, "divergence": args.divergence,
-        "fresh_action": float(a.mean()),
     }
 
 

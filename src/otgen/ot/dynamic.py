@@ -312,8 +312,8 @@ class LeastAction:
     eps_rel: float = 0.01
     n_particles: int = 256
     steps: int = 4
-    method: str = "midpoint"
-    iterations: int = 400
+    method: str = "heun"
+    iterations: int = 300
     lr: float = 1e-2
     warmup: float = 0.3
     average: float = 0.25
@@ -321,7 +321,7 @@ class LeastAction:
     hidden: int = 64
     depth: int = 2
     activation: str = "silu"
-    hj_weight: float = 1.0
+    hj_weight: float = 0.0
     eval_factor: int = 4
     mismatch_tol: float = 0.05
     strict: bool = False
