@@ -17,6 +17,7 @@ def _gaussians_1d(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+@pytest.mark.slow
 def test_critic_dual_value_matches_exact_w1_within_5_percent():
     x, y = _gaussians_1d(300)
     exact = float(wasserstein_1d(x[:, 0], y[:, 0], p=1))

@@ -19,7 +19,12 @@ TINY = dict(n_train=512, n_eval=400, hidden=32, depth=2, batch_size=128, ckpt_ev
 STEPS = {"wgan": 150, "semidiscrete": 150, "sinkhorn-gen": 60, "wae": 150, "vae-elbo": 200}
 
 
-@pytest.mark.parametrize("model", sorted(STEPS))
+# wgan (3 critic steps per generator step) and semidiscrete (5 ascent steps) are the slow ones
+SLOW = {"wgan", "semidiscrete"}
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.slow) if m in SLOW else m
+                                   for m in sorted(STEPS)])
 def test_every_model_lowers_w2_to_held_out_moons(tmp_path, model):
     extra = {"critic_steps": 3} if model == "wgan" else {}
     if model == "semidiscrete":
