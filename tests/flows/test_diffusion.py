@@ -161,7 +161,7 @@ def test_make_matcher_points_to_the_diffusion_objective():
         make_matcher("diffusion")
 
 
-def test_train_method_diffusion_cli_and_resume(tmp_path, capsys):
+def test_train_method_diffusion_through_the_cli(tmp_path, capsys):
     small = TrainConfig(method="diffusion", n_eval=300, n_nll=50, sde_steps=100).to_json()
     (tmp_path / "small.json").write_text(json.dumps(small))
     tiny = ["--config", str(tmp_path / "small.json"), "--steps", "60", "--batch-size", "32",
@@ -172,6 +172,20 @@ def test_train_method_diffusion_cli_and_resume(tmp_path, capsys):
     for key in ("w2", "nfe", "nll", "w2_sde", "nfe_sde", "path_energy"):
         assert key in summary and summary[key] is not None and math.isfinite(summary[key])
     assert summary["nfe_sde"] == 100 and summary["method"] == "diffusion"
+    with pytest.raises(ValueError, match="reflow"):
+        TrainConfig(method="diffusion", reflow=1)
+
+
+@pytest.mark.slow
+def test_diffusion_eval_is_deterministic_sample_works_and_resume_is_bit_for_bit(tmp_path,
+                                                                               capsys):
+    small = TrainConfig(method="diffusion", n_eval=300, n_nll=50, sde_steps=100).to_json()
+    (tmp_path / "small.json").write_text(json.dumps(small))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "small.json"), "--steps", "40",
+                 "--batch-size", "32", "--hidden", "16", "--depth", "2", "--out",
+                 str(run)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["eval", "--run", str(run)]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["w2"] == summary["w2"] and again["w2_sde"] == summary["w2_sde"]
@@ -187,5 +201,3 @@ def test_train_method_diffusion_cli_and_resume(tmp_path, capsys):
     wa = load_file(str(tmp_path / "full" / "model.safetensors"))
     wb = load_file(str(tmp_path / "part" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    with pytest.raises(ValueError, match="reflow"):
-        TrainConfig(method="diffusion", reflow=1)
