@@ -352,6 +352,8 @@ class BenamouBrenier:
         alpha: Relaxation in (0, 2).
         strict: Raise instead of warning when ``tol`` is not reached.
         progress: tqdm bar on stderr.
+        threads: torch CPU threads while solving (restored afterwards; the arrays are
+            small, so one thread avoids synchronisation overhead). ``None`` keeps it.
     """
 
     time_steps: int = 32
@@ -362,8 +364,11 @@ class BenamouBrenier:
     check_every: int = 25
     strict: bool = False
     progress: bool = False
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
+        if self.threads is not None:
+            check_int("threads", self.threads, minimum=1)
         check_int("time_steps", self.time_steps, minimum=2)
         check_int("iterations", self.iterations, minimum=1)
         check_int("check_every", self.check_every, minimum=1)
@@ -376,8 +381,14 @@ class BenamouBrenier:
         """Solve; returns a :class:`GridResult` (detached tensors)."""
         if not isinstance(problem, GridProblem):
             raise TypeError(f"`problem` must be a GridProblem, got {type(problem).__name__}.")
-        with torch.no_grad():
-            return self._solve(problem)
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                return self._solve(problem)
+        finally:
+            torch.set_num_threads(before)
 
     def _solve(self, prob: GridProblem) -> GridResult:
         P = self.time_steps

@@ -304,6 +304,8 @@ class LeastAction:
         mismatch_tol: ``converged`` iff the final mismatch is at most this fraction of
             :math:`2S`; otherwise a :class:`ConvergenceWarning` (or error if ``strict``).
         progress: tqdm bar on stderr.
+        threads: torch CPU threads while solving (restored afterwards); the networks are
+            tiny, and one thread is fastest and deterministic. ``None`` keeps the setting.
     """
 
     parametrisation: str = "gradient"
@@ -326,8 +328,11 @@ class LeastAction:
     mismatch_tol: float = 0.05
     strict: bool = False
     progress: bool = False
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
+        if self.threads is not None:
+            check_int("threads", self.threads, minimum=1)
         check_choice("parametrisation", self.parametrisation, _PARAMS)
         check_choice("divergence", self.divergence, _DIVERGENCES)
         for name in ("penalty", "eps_rel", "lr", "mismatch_tol"):
@@ -381,6 +386,16 @@ class LeastAction:
         if not isinstance(problem, DynamicProblem):
             raise TypeError(f"`problem` must be a DynamicProblem, got "
                             f"{type(problem).__name__}; wrap it: DynamicProblem(x0, x1).")
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._solve(problem, field, generator)
+        finally:
+            torch.set_num_threads(before)
+
+    def _solve(self, problem: DynamicProblem, field: nn.Module | None,
+               generator: torch.Generator | None) -> LeastActionResult:
         if field is None:
             field, potential = self.build_field(problem.dim, problem.dtype, problem.device,
                                                 generator)
