@@ -146,10 +146,11 @@ def test_2d_gaussians_match_bures_and_discrete_ot_and_are_curl_free():
 def test_time_reversal_symmetry():
     r0, _ = bump1(16, 0.3, 0.08)
     r1, _ = bump1(16, 0.6, 0.1)
-    a = benamou_brenier(r0, r1, time_steps=8, tol=1e-6, iterations=3000)
-    b = benamou_brenier(r1, r0, time_steps=8, tol=1e-6, iterations=3000)
-    assert float(a.action) == pytest.approx(float(b.action), rel=1e-4)
-    assert torch.allclose(a.rho, b.rho.flip(0), atol=1e-3 * float(a.rho.max()))
+    a = benamou_brenier(r0, r1, time_steps=8, tol=1e-5, iterations=3000)
+    b = benamou_brenier(r1, r0, time_steps=8, tol=1e-5, iterations=3000)
+    assert a.converged and b.converged
+    assert float(a.action) == pytest.approx(float(b.action), rel=1e-3)
+    assert torch.allclose(a.rho, b.rho.flip(0), atol=3e-3 * float(a.rho.max()))
 
 
 def test_nonconvergence_is_reported_and_inputs_checked():

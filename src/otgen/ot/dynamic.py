@@ -315,7 +315,7 @@ class LeastAction:
     n_particles: int = 256
     steps: int = 4
     method: str = "heun"
-    iterations: int = 300
+    iterations: int = 600
     lr: float = 1e-2
     warmup: float = 0.3
     average: float = 0.25
