@@ -35,7 +35,8 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    d = tmp_path_factory.mktemp("otgen-cache")
+    """One cache per test process (shared with tests/cli/test_conditional_cmd.py)."""
+    d = tmp_path_factory.getbasetemp() / "otgen-cache"
     load_digits_classifier(d)
     return d
 

@@ -57,7 +57,8 @@ def test_samples_are_independent_so_the_exact_divergence_is_valid():
     for i in range(1):
         jac = torch.autograd.functional.jacobian(lambda z, i=i: net(t, z[None], c[i:i + 1])[0],
                                                  x[i])
-        assert math.isclose(float(div[i]), float(torch.trace(jac)), rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(float(div[i].detach()), float(torch.trace(jac)), rel_tol=1e-9,
+                            abs_tol=1e-9)
 
 
 def test_class_and_time_change_the_field_and_gradients_flow():
