@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
 import pytest
 import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One intra-op thread per test process: the problems here are small, and OpenMP
+    # threads spinning against other processes (pytest-xdist workers, subprocess tests)
+    # made small ops up to 20x slower on a loaded 2-core machine. OTGEN_TEST_THREADS
+    # overrides.
+    torch.set_num_threads(int(os.environ.get("OTGEN_TEST_THREADS", "1")))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

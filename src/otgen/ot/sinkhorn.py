@@ -46,7 +46,6 @@ from otgen.ot._kernels import (
     softmin_cols,
     softmin_rows,
 )
-from otgen.ot.costs import Euclidean, PNorm, SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import OTResult, warn_not_converged
 
@@ -54,8 +53,6 @@ __all__ = ["Sinkhorn", "default_tol", "cost_scale"]
 
 #: loosest marginal error at which an intermediate ε-scaling stage is left
 _STAGE_TOL = 3e-2
-#: costs whose matrices are always fresh tensors (safe to overwrite in place)
-_OWNED_COSTS = (SqEuclidean, Euclidean, PNorm)
 #: cap of the over-relaxation weight
 _OMEGA_MAX = 1.8
 
@@ -136,16 +133,11 @@ class Sinkhorn:
         xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
 
         C = None if online else prob.cost(xd, yd).detach()
-        if C is not None and not isinstance(prob.cost, _OWNED_COSTS):
-            C = C.clone()  # a user callable may return a view of its own data
         if C is not None:
-            mean_c = float(C.mean())  # cascade sums: exact enough
-            if not math.isfinite(mean_c):  # one pass instead of a separate finiteness check
-                check_finite("cost matrix", C)
-                raise ValueError("the cost matrix is finite but its mean overflows "
-                                 f"{x.dtype}; rescale the points or use float64.")
+            check_finite("cost matrix", C)
+            mean_c, max_c = float(C.mean()), float(C.max())  # cascade sums: exact enough
         else:
-            mean_c, _ = cost_scale(prob, rows)
+            mean_c, max_c = cost_scale(prob, rows)
         eps = self._target_eps(mean_c)
         tol = self.tol if self.tol is not None else default_tol(x.dtype)
         f0 = g0 = None
@@ -158,11 +150,8 @@ class Sinkhorn:
                    disable=show is False, unit="it")
         try:
             if C is not None:
-                # the engine turns C into the kernel in place (one n x m buffer, no copy)
                 f, g, plan, errs, n_iter, eps = _dense_engine(
-                    C, _BlockCost(xd, yd, prob.cost, rows), ad, bd, eps_list, tol,
-                    self.max_iter, f0, g0, bar)
-                C = None
+                    C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
             else:
                 f, g, errs, n_iter, eps = _online_engine(
                     xd, yd, prob.cost, ad, bd, eps_list, tol, self.max_iter,
@@ -187,10 +176,11 @@ class Sinkhorn:
 
         # Values: <C, P> and the dual objective <a, f> + <b, g> - eps (sum P - |a||b|).
         if plan is not None:
-            cost_v = _BlockCost(xd, yd, prob.cost, rows).dot(plan)
+            cost_v = torch.dot(plan.reshape(-1), C.reshape(-1))  # type: ignore[union-attr]
             mass = plan.sum()
         else:
             cost_v, mass = _online_values(xd, yd, prob.cost, f, g, ad, bd, eps, rows)
+        del C
         obj_v = (ad * f).sum() + (bd * g).sum() - eps * (mass - ad.sum() * bd.sum())
         data = EnvelopeData(cost=prob.cost, f=f, g=g, eps=eps,
                             plan=plan, rows=rows)
@@ -240,15 +230,12 @@ def _absorb_threshold(dtype: torch.dtype) -> float:
 
 
 def _dense_engine(
-    C: Tensor, blocks: _BlockCost, a: Tensor, b: Tensor, eps_list: list[float], tol: float,
-    max_iter: int, f0: Tensor | None, g0: Tensor | None, bar: tqdm,
+    C: Tensor, a: Tensor, b: Tensor, eps_list: list[float], tol: float, max_iter: int,
+    f0: Tensor | None, g0: Tensor | None, bar: tqdm,
 ) -> tuple[Tensor, Tensor, Tensor, list[float], int, float]:
     """Kernel-domain Sinkhorn with absorption; returns ``(f, g, plan, errors, n_iter,
     eps)`` with ``eps`` the ε of the stage it stopped in (the target unless ``max_iter``
     ran out during ε-scaling).
-
-    ``C`` is overwritten: it becomes the kernel (and finally the plan), so the engine holds a
-    single ``(n, m)`` buffer; ``blocks`` recomputes cost rows when they are needed again.
 
     State: potentials ``f, g`` and scalings ``u, v`` with ``K = exp((f + g - C) / eps)``,
     so the current plan is ``a u K v b``. Halving eps squares ``K``, ``u`` and ``v``.
@@ -260,9 +247,7 @@ def _dense_engine(
     f = torch.zeros(n, dtype=C.dtype, device=C.device) if f0 is None else f0.clone()
     g = torch.zeros(m, dtype=C.dtype, device=C.device) if g0 is None else g0.clone()
     thr = _absorb_threshold(C.dtype)
-    rows = _pass_rows(n, m, C.element_size())
-    K = C.mul_(-1.0 / eps_list[0]).exp_() if f0 is None else _kernel_(C, f, g, eps_list[0])
-    del C
+    K = torch.mul(C, -1.0 / eps_list[0]).exp_() if f0 is None else _kernel(C, f, g, eps_list[0])
     u = torch.ones_like(f)
     v = torch.ones_like(g)
     errs: list[float] = []
@@ -283,39 +268,32 @@ def _dense_engine(
                 f, g, u, v = _absorb(K, f, g, u, v, eps)
         target = tol if last else max(tol, _STAGE_TOL)
         history: list[float] = []
-        t_prev: Tensor | None = None  # K^T (u a) at the current u, for the column error
+        s = K @ (v * b)  # (n,)
         while it < max_iter:
-            s, u_new, t = _fused_pass(K, u, v * b, a, omega, rows)
-            if not (_positive_finite(s) and _positive_finite(t)):
-                f, g, u, v = _refresh(K, blocks, f + eps * u.log(), g + eps * v.log(),
-                                      a, b, eps)
-                t_prev = None
-                it += 1
-                bar.update(1)
-                continue
-            omega_next = omega
-            if t_prev is not None:  # L1 errors of both marginals of the iterate a u K v b
-                err = float((a * (u * s - 1.0).abs()).sum()
-                            + (b * (v * t_prev - 1.0).abs()).sum())
-                if last:
-                    errs.append(err)
-                if err <= target:
-                    break
-                omega_next = _adapt_omega(history, err, omega)
+            if not _positive_finite(s):
+                f, g, K, u, v = _refresh(C, f + eps * u.log(), g + eps * v.log(), a, b, eps)
+                s = K @ (v * b)
+            u = _relax(u, 1.0 / s, omega)
+            t = K.T @ (u * a)  # (m,)
+            if not _positive_finite(t):
+                f, g, K, u, v = _refresh(C, f + eps * u.log(), g + eps * v.log(), a, b, eps)
+                t = K.T @ (u * a)
+            v = _relax(v, 1.0 / t, omega)
+            s = K @ (v * b)
+            # L1 errors of both marginals of a u K v b (the column one is 0 if omega = 1)
+            err = float((a * (u * s - 1.0).abs()).sum() + (b * (v * t - 1.0).abs()).sum())
             it += 1
             bar.update(1)
-            u = u_new
-            v = _relax(v, 1.0 / t, omega)
-            t_prev = t
-            omega = omega_next
+            if last:
+                errs.append(err)
+            if err <= target:
+                break
+            omega = _adapt_omega(history, err, omega)
             if _too_large(u, v, thr):
-                t_prev = t_prev * v  # K'^T a for K' = diag(u) K diag(v)
                 f, g, u, v = _absorb(K, f, g, u, v, eps)
+                s = K @ (v * b)
         else:
-            # max_iter ran out: the error of the iterate returned, not of the one before
-            err = float((a * (u * (K @ (v * b)) - 1.0).abs()).sum()
-                        + (b * (v * (K.T @ (u * a)) - 1.0).abs()).sum())
-            if last or not errs:
+            if not last or not errs:
                 errs.append(err)
             break
     # `eps` is the stage the loop stopped in: potentials and plan belong to it
@@ -330,40 +308,6 @@ def _relax(old: Tensor, new: Tensor, omega: float) -> Tensor:
     if omega == 1.0:
         return new
     return old.pow(1.0 - omega).mul_(new.pow(omega))
-
-
-def _pass_rows(n: int, m: int, itemsize: int) -> int:
-    """Row-block height of the fused pass: blocks of ~2.5 MB stay in cache between the two
-    products; matrices under 16 MB are done in one block (two plain mat-vecs)."""
-    if n * m * itemsize <= 16 * 1024**2:
-        return n
-    return max(16, (5 * 1024**2 // 2) // (m * itemsize))
-
-
-def _fused_pass(
-    K: Tensor, u: Tensor, vb: Tensor, a: Tensor, omega: float, rows: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One Sinkhorn sweep reading ``K`` once: per row block, ``s = K (v b)``, the relaxed
-    row update ``u_new = u^(1-w) (1/s)^w``, and the accumulation ``t += K_blk^T (u_new a)``.
-    Returns ``(s (n,), u_new (n,), t (m,))``; ``t = K^T (u_new a)`` is what the column
-    update needs, so a sweep costs one pass over the ``(n, m)`` kernel instead of two (the
-    large-matrix case is memory-bound: ~1.45x faster at n = 10^4)."""
-    n = K.shape[0]
-    if rows >= n:
-        s = K @ vb
-        u_new = _relax(u, 1.0 / s, omega)
-        return s, u_new, K.T @ (u_new * a)
-    s = torch.empty_like(u)
-    u_new = torch.empty_like(u)
-    t = torch.zeros_like(vb)
-    for i in range(0, n, rows):
-        k_blk = K[i : i + rows]  # (rows, m) view
-        s_blk = k_blk @ vb
-        u_blk = _relax(u[i : i + rows], 1.0 / s_blk, omega)
-        s[i : i + rows] = s_blk
-        u_new[i : i + rows] = u_blk
-        t.addmv_(k_blk.T, u_blk * a[i : i + rows])
-    return s, u_new, t
 
 
 def _adapt_omega(history: list[float], err: float, omega: float) -> float:
@@ -414,52 +358,27 @@ def _absorb(
     return f, g, torch.ones_like(u), torch.ones_like(v)
 
 
-def _kernel_(C: Tensor, f: Tensor, g: Tensor, eps: float) -> Tensor:
-    """Stabilised kernel exp((f_i + g_j - C_ij) / eps), computed in place in ``C``."""
-    return C.neg_().add_(f[:, None]).add_(g[None, :]).div_(eps).exp_()
+def _kernel(C: Tensor, f: Tensor, g: Tensor, eps: float) -> Tensor:
+    """Stabilised kernel exp((f_i + g_j - C_ij) / eps), one pass, new (n, m) tensor."""
+    return torch.sub(f[:, None], C).add_(g[None, :]).div_(eps).exp_()
 
 
 def _positive_finite(s: Tensor) -> bool:
     return bool(((s > 0) & torch.isfinite(s)).all())
 
 
-class _BlockCost:
-    """Rows of the cost matrix recomputed on demand, ``rows`` at a time (the dense engine
-    keeps only the kernel; the cost is needed again only for ``<C, P>`` and rare refreshes).
-    """
-
-    def __init__(self, x: Tensor, y: Tensor, cost, rows: int) -> None:
-        # blocks of <= 8 MB: re-used heap memory (no fresh pages to fault in), cache-sized
-        cap = max(1, (8 * 1024**2) // max(1, y.shape[0] * y.element_size()))
-        self.x, self.y, self.cost, self.rows = x, y, cost, max(1, min(rows, cap))
-
-    def __iter__(self):
-        with torch.no_grad():
-            for s in range(0, self.x.shape[0], self.rows):
-                yield s, self.cost(self.x[s : s + self.rows], self.y)  # (rows, m)
-
-    def dot(self, P: Tensor) -> Tensor:
-        """``<C, P>`` accumulated in float64, returned in ``P``'s dtype."""
-        total = torch.zeros((), dtype=torch.float64, device=P.device)
-        for s, c in self:
-            total += torch.dot(P[s : s + c.shape[0]].reshape(-1), c.reshape(-1)).double()
-        return total.to(P.dtype)
-
-
 def _refresh(
-    K: Tensor, blocks: _BlockCost, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Exact log-domain sweep and kernel rebuild in place in ``K``, used when the
-    kernel-domain scalings underflow or overflow (rare: after a large jump of the
-    potentials). Returns ``(f, g, u, v)`` with unit scalings."""
+    C: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Exact log-domain sweep and kernel rebuild, used when the kernel-domain scalings
+    underflow or overflow (rare: after a large jump of the potentials)."""
     f = torch.where(torch.isfinite(f), f, torch.zeros_like(f))
     g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-    x, y, cost, rows = blocks.x, blocks.y, blocks.cost, blocks.rows
-    f = softmin_rows(x, y, cost, g, b, eps, rows)
-    g = softmin_cols(x, y, cost, f, a, eps, rows)
-    for s, c in blocks:
-        K[s : s + c.shape[0]] = _kernel_(c, f[s : s + c.shape[0]], g, eps)
-    return f, g, torch.ones_like(f), torch.ones_like(g)
+    lb = torch.where(b > 0, b.log(), torch.full_like(b, -torch.inf))
+    la = torch.where(a > 0, a.log(), torch.full_like(a, -torch.inf))
+    f = -eps * torch.logsumexp((g[None, :] - C) / eps + lb[None, :], dim=1)
+    g = -eps * torch.logsumexp((f[:, None] - C) / eps + la[:, None], dim=0)
+    return f, g, _kernel(C, f, g, eps), torch.ones_like(f), torch.ones_like(g)
 
 
 def _online_engine(
