@@ -29,7 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "has_checkpoint"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "has_checkpoint",
+           "load_weights", "read_state"]
 
 _DIR = "checkpoint"
 
@@ -181,3 +182,34 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint in {ck} does not fit this model/config: {err}"
                               ) from err
     return dict(state)
+
+
+def load_weights(module: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load a finished run's ``.safetensors`` weights into ``module`` (in place).
+
+    Raises:
+        CheckpointError: the file is missing (the run did not finish), unreadable, or does
+            not fit the module.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing; the run did not finish (resume it with "
+                              "'otgen train --resume --out DIR').")
+    try:
+        module.load_state_dict(load_file(str(path)))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path} is unreadable or does not fit the config: {err}"
+                              ) from err
+
+
+def read_state(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training state (``step``, ``loss``, ``train_seconds``, ...) of a run's last
+    checkpoint, or an empty state when there is none."""
+    state: dict[str, Any] = {"step": 0, "loss": [], "train_seconds": float("nan")}
+    ck = Path(run_dir) / _DIR / "state.json"
+    if ck.exists():
+        try:
+            state = dict(json.loads(ck.read_text())["state"])
+        except (json.JSONDecodeError, KeyError) as err:
+            raise CheckpointError(f"{ck} is corrupt: {err}") from err
+    return state

@@ -37,15 +37,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from otgen._validate import check_choice, check_int, check_positive
 from otgen.flows.conditional import COUPLINGS, ConditionalFlowMatcher, make_conditional_matcher
 from otgen.models.conv import ConvVectorField
-from otgen.train.checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from otgen.train.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    load_weights,
+    read_state,
+    save_checkpoint,
+)
 
 __all__ = ["ConditionalConfig", "ImageData", "load_image_data", "build_model",
            "train_conditional", "load_conditional_run", "is_image_data", "save_weights",
@@ -365,21 +370,7 @@ def load_conditional_run(run_dir: str | os.PathLike[str]
     shape = (1, 8, 8) if cfg.data == "digits" else load_image_data(cfg.data, "test").shape
     model = build_model(cfg, shape)
     name = "ema" if cfg.ema > 0 else "model"
-    weights = out / f"{name}.safetensors"
-    if not weights.exists():
-        raise CheckpointError(f"{weights} is missing; the run did not finish (resume it with "
-                              "'otgen train --resume --out DIR').")
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{weights} is unreadable or does not fit the config: {err}"
-                              ) from err
-    state: dict[str, Any] = {"step": 0, "loss": [], "train_seconds": float("nan")}
-    ck = out / "checkpoint" / "state.json"
-    if ck.exists():
-        try:
-            state = dict(json.loads(ck.read_text())["state"])
-        except (json.JSONDecodeError, KeyError) as err:
-            raise CheckpointError(f"{ck} is corrupt: {err}") from err
+    load_weights(model, out / f"{name}.safetensors")
+    state = read_state(out)
     return model.requires_grad_(False).eval(), cfg, state
 
