@@ -41,9 +41,17 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from otgen._validate import check_choice, check_int, check_positive
+from otgen._validate import check_choice
 from otgen.flows.conditional import COUPLINGS, ConditionalFlowMatcher, make_conditional_matcher
 from otgen.models.conv import ConvVectorField
+from otgen.train._validate_cfg import (
+    check_dtype,
+    check_ema,
+    check_fields,
+    check_known_keys,
+    check_nonnegative,
+    read_run_config,
+)
 from otgen.train.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -144,23 +152,17 @@ class ConditionalConfig:
         if not 0.0 <= self.guidance_dropout <= 1.0:
             raise ValueError(f"`guidance_dropout` must be in [0, 1], got "
                              f"{self.guidance_dropout}.")
-        if self.label_penalty is not None and not self.label_penalty >= 0:
-            raise ValueError(f"`label_penalty` must be >= 0, got {self.label_penalty}.")
+        if self.label_penalty is not None:
+            check_nonnegative("label_penalty", self.label_penalty)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("nll_divergence", self.nll_divergence, ("exact", "hutchinson"))
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        for name in ("width", "emb_dim", "steps", "batch_size", "solver_steps", "n_per_class",
-                     "threads"):
-            check_int(name, getattr(self, name))
-        for name in ("n_nll", "ckpt_every", "seed"):
-            check_int(name, getattr(self, name), minimum=0)
-        for name in ("lr", "atol", "rtol"):
-            check_positive(name, getattr(self, name))
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"`ema` must be in [0, 1), got {self.ema}.")
-        if not self.sigma >= 0:
-            raise ValueError(f"`sigma` must be >= 0, got {self.sigma}.")
+        check_dtype(self.dtype)
+        check_fields(self, ints=("width", "emb_dim", "steps", "batch_size", "solver_steps",
+                                 "n_per_class", "threads"),
+                     counts=("n_nll", "ckpt_every", "seed"), positive=("lr", "atol", "rtol"))
+        check_ema(self.ema)
+        check_nonnegative("sigma", self.sigma)
         scales = (self.guidance, *self.eval_guidance)
         if any(isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w)
                for w in scales):
@@ -174,10 +176,7 @@ class ConditionalConfig:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> ConditionalConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(names)}.")
+        check_known_keys(cls, obj)
         obj = dict(obj)
         if "eval_guidance" in obj:
             obj["eval_guidance"] = tuple(obj["eval_guidance"])
@@ -355,14 +354,7 @@ def load_conditional_run(run_dir: str | os.PathLike[str]
         ValueError: not a conditional image run. CheckpointError: missing/bad weights.
     """
     out = Path(run_dir)
-    path = out / "config.json"
-    if not path.is_file():
-        raise ValueError(f"--run {out}: no config.json; pass a directory written by "
-                         "'otgen train --data digits'.")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    obj = read_run_config(out, "otgen train --data digits")
     if not isinstance(obj, dict) or obj.get("model") != "conv":
         raise ValueError(f"--run {out}: not an image-flow run (config.json has no "
                          "model='conv').")

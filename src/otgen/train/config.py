@@ -15,6 +15,15 @@ from typing import Any
 
 from otgen._validate import check_choice, check_int, check_positive
 from otgen.flows.matchers import METHODS
+from otgen.train._validate_cfg import (
+    check_data_params,
+    check_device,
+    check_dtype,
+    check_ema,
+    check_fields,
+    check_known_keys,
+    check_nonnegative,
+)
 
 __all__ = ["TrainConfig", "SOLVERS", "load_config"]
 
@@ -103,17 +112,11 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("time_embedding", self.time_embedding, ("concat", "sinusoidal"))
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        if not isinstance(self.device, str) or not (
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
-                             f"{self.device!r}.")
-        for name in ("steps", "batch_size", "hidden", "depth", "solver_steps", "n_eval",
-                     "n_nll"):
-            check_int(name, getattr(self, name))
-        check_int("ckpt_every", self.ckpt_every, minimum=0)
-        check_int("eval_every", self.eval_every, minimum=0)
-        check_int("reflow", self.reflow, minimum=0)
+        check_dtype(self.dtype)
+        check_device(self.device)
+        check_fields(self, ints=("steps", "batch_size", "hidden", "depth", "solver_steps",
+                                 "n_eval", "n_nll"),
+                     counts=("ckpt_every", "eval_every", "reflow"))
         check_int("sde_steps", self.sde_steps)
         check_positive("beta_min", self.beta_min)
         if not self.beta_max >= self.beta_min:
@@ -122,17 +125,12 @@ class TrainConfig:
         if self.method == "diffusion" and self.reflow:
             raise ValueError("`reflow` needs a flow-matching method; method 'diffusion' trains "
                              "a score model (use reflow=0).")
-        check_int("threads", self.threads)
-        check_int("prefetch", self.prefetch)
-        check_int("seed", self.seed, minimum=0)
-        for name in ("lr", "atol", "rtol"):
-            check_positive(name, getattr(self, name))
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"`ema` must be in [0, 1), got {self.ema}.")
-        if self.sigma is not None and self.sigma < 0:
-            raise ValueError(f"`sigma` must be >= 0, got {self.sigma}.")
-        if not isinstance(self.data_params, dict):
-            raise TypeError("`data_params` must be a JSON object (dict).")
+        check_fields(self, ints=("threads", "prefetch"), counts=("seed",),
+                     positive=("lr", "atol", "rtol"))
+        check_ema(self.ema)
+        if self.sigma is not None:
+            check_nonnegative("sigma", self.sigma)
+        check_data_params(self.data_params)
 
     @property
     def total_steps(self) -> int:
@@ -154,10 +152,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> TrainConfig:
         """Build from a dict; unknown keys raise ``ValueError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(names)}.")
+        check_known_keys(cls, obj)
         return cls(**obj)
 
 

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from otgen._validate import check_choice, check_int, check_positive
+from otgen._validate import check_choice, check_int
 from otgen.data.digits import load_digits
 from otgen.data.registry import get_sampler
 from otgen.generative import MODELS, GenerativeModel, Objective, param_groups, train_step
@@ -42,6 +42,14 @@ from otgen.generative.critic import kantorovich_dual
 from otgen.metrics import mmd, sliced_w2, w2
 from otgen.models.mlp import ACTIVATIONS
 from otgen.ot import sinkhorn_divergence, wasserstein
+from otgen.train._validate_cfg import (
+    check_data_params,
+    check_device,
+    check_dtype,
+    check_fields,
+    check_known_keys,
+    check_nonnegative,
+)
 from otgen.train.checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["GenerativeConfig", "config_from", "load_data", "build_model", "train_generative",
@@ -120,24 +128,17 @@ class GenerativeConfig:
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODELS)
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        for name in ("n_train", "n_eval", "hidden", "steps", "threads"):
-            check_int(name, getattr(self, name))
-        for name in ("depth", "ckpt_every", "seed", "n_atoms"):
-            check_int(name, getattr(self, name), minimum=0)
+        check_dtype(self.dtype)
+        check_fields(self, ints=("n_train", "n_eval", "hidden", "steps", "threads"),
+                     counts=("depth", "ckpt_every", "seed", "n_atoms"))
         if self.latent_dim is not None:
             check_int("latent_dim", self.latent_dim)
-        for name in ("lr", "critic_lr", "dual_lr"):
-            check_positive(name, getattr(self, name))
-        if not self.max_seconds >= 0:
-            raise ValueError(f"`max_seconds` must be >= 0, got {self.max_seconds!r}.")
-        if not isinstance(self.data_params, dict):
-            raise TypeError("`data_params` must be a JSON object (dict).")
+        check_fields(self, positive=("lr", "critic_lr", "dual_lr"))
+        check_nonnegative("max_seconds", self.max_seconds)
+        check_data_params(self.data_params)
         if self.data == "digits" and self.data_params:
             raise ValueError("`data_params` apply to toy data, not to digits; drop them.")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got "
-                             f"{self.device!r}.")
+        check_device(self.device)
         self.objective()  # validates the objective's fields
 
     def objective(self) -> Objective:
@@ -160,11 +161,7 @@ class GenerativeConfig:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> GenerativeConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown generative config key(s) {unknown}; valid keys: "
-                             f"{sorted(names)}.")
+        check_known_keys(cls, obj, "generative config")
         return cls(**obj)
 
 

@@ -21,15 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from otgen._validate import check_choice, check_int, check_positive
+from otgen._validate import check_choice
 from otgen.data.digits import SCALES, load_digits
 from otgen.models.mlp import ACTIVATIONS
 from otgen.models.vae import VAE
-from otgen.train.checkpoint import CheckpointError, has_checkpoint, load_checkpoint, save_checkpoint
+from otgen.train._validate_cfg import (
+    check_dtype,
+    check_fields,
+    check_known_keys,
+    check_nonnegative,
+    read_run_config,
+)
+from otgen.train.checkpoint import has_checkpoint, load_checkpoint, load_weights, save_checkpoint
 
 __all__ = ["VAEConfig", "train_vae", "evaluate_vae", "load_vae_run", "build_vae"]
 
@@ -80,15 +86,12 @@ class VAEConfig:
         check_choice("data", self.data, ("digits",))
         check_choice("scale", self.scale, SCALES)
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        for name in ("latent_dim", "hidden", "n_centres", "steps", "batch_size", "threads"):
-            check_int(name, getattr(self, name), minimum=1)
-        for name in ("depth", "var_steps", "kl_warmup", "ckpt_every"):
-            check_int(name, getattr(self, name), minimum=0)
-        for name in ("rbf_scale", "zeta", "lr", "var_lr"):
-            check_positive(name, getattr(self, name))
-        if not self.min_std >= 0:
-            raise ValueError(f"`min_std` must be >= 0, got {self.min_std!r}.")
+        check_dtype(self.dtype)
+        check_fields(self, ints=("latent_dim", "hidden", "n_centres", "steps", "batch_size",
+                                 "threads"),
+                     counts=("depth", "var_steps", "kl_warmup", "ckpt_every"),
+                     positive=("rbf_scale", "zeta", "lr", "var_lr"))
+        check_nonnegative("min_std", self.min_std)
 
     @property
     def total_steps(self) -> int:
@@ -99,10 +102,7 @@ class VAEConfig:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> VAEConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown VAE config keys {unknown}; valid keys: {sorted(names)}.")
+        check_known_keys(cls, obj, "VAE config")
         return cls(**obj)
 
 
@@ -244,27 +244,12 @@ def load_vae_run(run_dir: str | os.PathLike[str]) -> tuple[VAE, VAEConfig]:
         CheckpointError: missing or unreadable weights.
     """
     out = Path(run_dir)
-    path = out / "config.json"
-    if not path.is_file():
-        raise ValueError(f"--run {out}: no config.json; pass a directory written by "
-                         "'otgen train --model vae'.")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    obj = read_run_config(out, "otgen train --model vae")
     if not isinstance(obj, dict) or obj.get("model") != "vae":
         raise ValueError(f"--run {out}: not a VAE run (config.json has model="
                          f"{obj.get('model') if isinstance(obj, dict) else None!r}); train "
                          "one with 'otgen train --model vae --data digits --latent-dim 2'.")
     cfg = VAEConfig.from_json(obj)
     model = build_vae(cfg)
-    weights = out / "model.safetensors"
-    if not weights.exists():
-        raise CheckpointError(f"{weights} is missing; the run did not finish (resume it "
-                              "with 'otgen train --resume --out DIR').")
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, OSError, RuntimeError) as err:
-        raise CheckpointError(f"{weights} is unreadable or does not fit the config: {err}"
-                              ) from err
+    load_weights(model, out / "model.safetensors")
     return model.eval(), cfg
