@@ -16,19 +16,24 @@ import os
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 __all__ = [
     "CLIError",
     "positive_float",
     "positive_int",
     "new_run_dir",
+    "resume_dir",
+    "read_resume_config",
     "atomic_write",
     "write_json",
     "save_npy",
     "save_figure",
     "jsonable",
 ]
+
+
+T = TypeVar("T")
 
 
 class CLIError(Exception):
@@ -86,6 +91,30 @@ def new_run_dir(out: str | os.PathLike[str] | None, prefix: str) -> Path:
 
 
 # --------------------------------------------------------------------------- atomic writes
+
+
+def resume_dir(out: str | os.PathLike[str] | None) -> Path:
+    """The run directory that ``--resume`` continues (``--out``, which it requires).
+
+    Raises:
+        CLIError: no ``--out``.
+    """
+    if not out:
+        raise CLIError("--resume needs --out DIR of the run to continue.")
+    return Path(out)
+
+
+def read_resume_config(out: Path, from_json: Callable[[Any], T]) -> T:
+    """``from_json`` of the run's ``config.json`` (e.g. ``VAEConfig.from_json``).
+
+    Raises:
+        CLIError: the file is missing, unreadable or not JSON. The ``ValueError`` of
+            ``from_json`` (unknown keys, bad values) passes through.
+    """
+    try:
+        return from_json(json.loads((out / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CLIError(f"--resume: cannot read {out / 'config.json'}: {err}") from err
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:

@@ -13,7 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from otgen.cli._common import CLIError, jsonable, new_run_dir, save_figure, save_npy, write_json
+from otgen.cli._common import (
+    CLIError,
+    jsonable,
+    new_run_dir,
+    read_resume_config,
+    resume_dir,
+    save_figure,
+    save_npy,
+    write_json,
+)
 
 __all__ = ["run_train", "run_sample", "run_eval", "is_conv_run", "wants_conv"]
 
@@ -83,13 +92,8 @@ def run_train(args: argparse.Namespace) -> int:
                        "(U-Net width), --ema, --solver, --seed, --config, --out, --resume, "
                        "--no-eval.")
     if args.resume:
-        if not args.out:
-            raise CLIError("--resume needs --out DIR of the run to continue.")
-        out = Path(args.out)
-        try:
-            cfg = ConditionalConfig.from_json(json.loads((out / "config.json").read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CLIError(f"--resume: cannot read {out / 'config.json'}: {err}") from err
+        out = resume_dir(args.out)
+        cfg = read_resume_config(out, ConditionalConfig.from_json)
     else:
         cfg = _config(args)
         kind = "cond" if cfg.conditional else "uncond"

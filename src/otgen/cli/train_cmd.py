@@ -26,6 +26,8 @@ from otgen.cli._common import (
     new_run_dir,
     positive_float,
     positive_int,
+    read_resume_config,
+    resume_dir,
     save_figure,
     write_json,
 )
@@ -121,9 +123,7 @@ def _run_flow(args: argparse.Namespace) -> int:
     from otgen.train.evaluate import write_json_atomic
 
     if args.resume:
-        if not args.out:
-            raise CLIError("--resume needs --out DIR of the run to continue.")
-        out = Path(args.out)
+        out = resume_dir(args.out)
         cfg = load_config(out)
     else:
         cfg = _config(args)
@@ -170,13 +170,8 @@ def _run_vae(args: argparse.Namespace) -> int:
                        "--data digits, --latent-dim, --steps, --var-steps, --batch-size, --lr, "
                        "--hidden, --depth, --activation, --seed, --out, --resume, --no-eval.")
     if args.resume:
-        if not args.out:
-            raise CLIError("--resume needs --out DIR of the run to continue.")
-        out = Path(args.out)
-        try:
-            cfg = VAEConfig.from_json(json.loads((out / "config.json").read_text()))
-        except (OSError, json.JSONDecodeError) as err:
-            raise CLIError(f"--resume: cannot read {out / 'config.json'}: {err}") from err
+        out = resume_dir(args.out)
+        cfg = read_resume_config(out, VAEConfig.from_json)
     else:
         overrides = {"data": args.data, "latent_dim": args.latent_dim, "steps": args.steps,
                      "var_steps": args.var_steps,
@@ -211,9 +206,7 @@ def _run_generative(args: argparse.Namespace) -> int:
                        "--hidden, --depth, --activation, --seed, --config, --out, --resume, "
                        "--no-eval.")
     if args.resume:
-        if not args.out:
-            raise CLIError("--resume needs --out DIR of the run to continue.")
-        out = Path(args.out)
+        out = resume_dir(args.out)
         model = _model_of_run(out)
         cfg = config_from(model, {}, out / "config.json")
     else:

@@ -100,6 +100,17 @@ def assign_noise_labels(y1: Tensor, generator: torch.Generator | None = None) ->
     return y1[perm.to(y1.device)]
 
 
+def _flat_with_noise_labels(x0: Tensor, x1: Tensor, y1: Tensor,
+                            generator: torch.Generator | None
+                            ) -> tuple[Tensor, Tensor, Tensor]:
+    """Flattened, finite-checked ``x0`` ``(B, d)`` and ``x1`` ``(B, d)``, and the noise
+    labels ``c0`` ``(B,)`` on the CPU (:func:`assign_noise_labels`)."""
+    a, b = _flat(x0), _flat(x1)
+    check_finite("x0", a)
+    check_finite("x1", b)
+    return a, b, assign_noise_labels(y1, generator).cpu()
+
+
 class AbstractConditionalCoupling(abc.ABC):
     """``coupling(x0, x1, y1, generator=None) -> (x0, x1[j], y1[j], j)``; ``j`` ``(B,)``
     is a permutation; the condition of pair ``i`` is ``y1[j[i]]``."""
@@ -141,10 +152,7 @@ class WithinClassOTCoupling(AbstractConditionalCoupling):
 
     def pair(self, x0: Tensor, x1: Tensor, y1: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        a, b = _flat(x0), _flat(x1)
-        check_finite("x0", a)
-        check_finite("x1", b)
-        c0 = assign_noise_labels(y1, generator).cpu()
+        a, b, c0 = _flat_with_noise_labels(x0, x1, y1, generator)
         yc = y1.cpu()
         j = torch.empty(a.shape[0], dtype=torch.long)
         for c in torch.unique(yc).tolist():
@@ -175,10 +183,7 @@ class ClassPenaltyOTCoupling(AbstractConditionalCoupling):
 
     def pair(self, x0: Tensor, x1: Tensor, y1: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        a, b = _flat(x0), _flat(x1)
-        check_finite("x0", a)
-        check_finite("x1", b)
-        c0 = assign_noise_labels(y1, generator).cpu()
+        a, b, c0 = _flat_with_noise_labels(x0, x1, y1, generator)
         C = _sq_cost(a, b)  # (B, B)
         lam = float(self.penalty) if self.penalty is not None else \
             self.penalty_rel * float(C.mean())

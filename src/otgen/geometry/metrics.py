@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from otgen._validate import as_points, check_choice, check_int, check_same_dtype_device
+from otgen._validate import as_points, check_choice, check_int
 
 __all__ = [
     "AbstractMetric", "PullbackMetric", "ExpectedMetric", "FunctionMetric",
@@ -309,13 +309,3 @@ def monte_carlo_metric(mean: Decoder, std: Decoder, z: Tensor, n_samples: int, *
     j = decoder_jacobian(f, zz, strategy="loop")  # (S n, D, d); f is not row-generic
     d = z.shape[1]
     return (j.transpose(1, 2) @ j).reshape(s, n, d, d).mean(0)
-
-
-def _check_pair(z0: Tensor, z1: Tensor) -> tuple[Tensor, Tensor]:
-    z0, z1 = as_points("z0", z0), as_points("z1", z1)
-    if z0.shape != z1.shape:
-        raise ValueError(f"`z0` and `z1` must have the same shape (B, d), got "
-                         f"{tuple(z0.shape)} and {tuple(z1.shape)}; pass one end point per "
-                         "pair.")
-    check_same_dtype_device(("z0", z0), ("z1", z1))
-    return z0, z1

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.animation import FuncAnimation
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from otgen.viz._common import new_figure as _fig
+from otgen.viz._common import to_numpy as _np
 
 __all__ = [
     "animate_densities",
@@ -26,16 +28,6 @@ __all__ = [
     "plot_paths",
     "plot_quivers",
 ]
-
-
-def _np(x: Tensor) -> np.ndarray:
-    return x.detach().cpu().double().numpy()
-
-
-def _fig(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _check_points(name: str, xs: Tensor) -> np.ndarray:

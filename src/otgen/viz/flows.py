@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from otgen.viz._common import new_figure
+from otgen.viz._common import to_numpy as _np
 
 __all__ = ["plot_samples", "plot_trajectories", "plot_loss"]
 
 
-def _np(x: Tensor) -> np.ndarray:
-    return x.detach().cpu().double().numpy()
-
-
 def _fig(w: float = 5.0, h: float = 5.0) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(w, h, dpi=110)
 
 
 def plot_samples(generated: Tensor, data: Tensor, *, title: str = "") -> Figure:

@@ -8,11 +8,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from otgen.viz._common import to_numpy as _np
+
 __all__ = ["plot_latent_geometry", "plot_decoded_paths", "plot_vae_loss"]
-
-
-def _np(x: Tensor) -> np.ndarray:
-    return x.detach().cpu().double().numpy()
 
 
 def plot_latent_geometry(xs: Tensor, ys: Tensor, log_magnification: Tensor, codes: Tensor,

@@ -13,21 +13,13 @@ from typing import Any
 
 import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from otgen.viz._common import new_figure as _fig
+from otgen.viz._common import to_numpy as _np
+
 __all__ = ["plot_frames", "plot_energy", "flow_animation", "save_gif"]
-
-
-def _np(x: Tensor) -> np.ndarray:
-    return x.detach().cpu().double().numpy()
-
-
-def _fig(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _draw(ax: object, state: np.ndarray, kind: str, axes: Sequence[np.ndarray] | None,

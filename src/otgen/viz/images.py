@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from otgen.viz._common import new_figure
 
 __all__ = ["tile_images", "plot_image_grid", "plot_image_rows"]
 
@@ -43,9 +44,7 @@ def tile_images(images: Tensor, *, shape: tuple[int, int], ncol: int, pad: int =
 
 
 def _fig(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(w, h, dpi=110)
 
 
 def plot_image_grid(images: Tensor, *, shape: tuple[int, int] = (8, 8), ncol: int = 10,
