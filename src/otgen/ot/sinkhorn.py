@@ -46,15 +46,19 @@ from otgen.ot._kernels import (
     softmin_cols,
     softmin_rows,
 )
+from otgen.ot._multiscale import exp_floor, multiscale_eligible, multiscale_engine
+from otgen.ot._sinkhorn_dense import (
+    _STAGE_TOL,
+    _adapt_omega,
+    _dense_engine,
+    _schedule,
+)
+from otgen.ot.costs import SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import OTResult, warn_not_converged
 
 __all__ = ["Sinkhorn", "default_tol", "cost_scale"]
 
-#: loosest marginal error at which an intermediate ε-scaling stage is left
-_STAGE_TOL = 3e-2
-#: cap of the over-relaxation weight
-_OMEGA_MAX = 1.8
 
 
 def default_tol(dtype: torch.dtype) -> float:
@@ -90,6 +94,13 @@ class Sinkhorn:
         keep_plan: Return the dense plan (dense engine only).
         strict: Raise ``RuntimeError`` instead of warning when not converged.
         progress: Show a progress bar (``None``: only for solves longer than a second).
+        multiscale: Squared Euclidean cost only: solve the coarse ε stages on kd-tree
+            cluster centroids and the fine ones on a block-truncated kernel
+            (:mod:`otgen.ot._multiscale`); the final potentials are checked on the full
+            plan and finished by the dense engine if needed. ``None``: automatic for
+            dense problems with ``min(n, m) >= 4096`` and ``d <= 8``. When truncation
+            would keep more than half the kernel the dense engine runs instead;
+            ``result.method`` says which engine ran (``"sinkhorn-multiscale"``).
     Example:
         >>> prob = LinearProblem(torch.randn(100, 2), torch.randn(120, 2))
         >>> res = Sinkhorn(eps_rel=0.01)(prob)
@@ -107,6 +118,7 @@ class Sinkhorn:
     keep_plan: bool = True
     strict: bool = False
     progress: bool | None = None
+    multiscale: bool | None = None
 
     def __post_init__(self) -> None:
         if self.eps is not None and self.eps_rel is not None:
@@ -148,8 +160,19 @@ class Sinkhorn:
         show = self.progress
         bar = tqdm(total=self.max_iter, desc="sinkhorn", leave=False, delay=1.0,
                    disable=show is False, unit="it")
+        method = "sinkhorn-online" if online else "sinkhorn"
         try:
-            if C is not None:
+            if C is not None and self._use_multiscale(prob, init):
+                f, g, plan, errs, n_iter, eps, method = multiscale_engine(
+                    xd, yd, C, ad, bd, eps_list, tol, self.max_iter, bar)
+                if plan is None:  # check the truncated solve on the full plan
+                    plan, errs[-1] = _verified_plan(C, f, g, ad, bd, eps)
+                    if errs[-1] > tol and n_iter < self.max_iter:  # finish densely
+                        del plan
+                        f, g, plan, errs2, it2, eps = _dense_engine(
+                            C, ad, bd, [eps], tol, self.max_iter - n_iter, f, g, bar)
+                        errs, n_iter = errs + errs2, n_iter + it2
+            elif C is not None:
                 f, g, plan, errs, n_iter, eps = _dense_engine(
                     C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
             else:
@@ -194,14 +217,43 @@ class Sinkhorn:
             errors=errors,
             objective=envelope_value(obj_v, x, y, a, b, data),
             eps=eps,
-            method="sinkhorn-online" if online else "sinkhorn",
+            method=method,
         )
+
+    def _use_multiscale(self, prob: LinearProblem, init: object) -> bool:
+        if self.multiscale is False or init is not None or not self.scaling:
+            return False
+        if not isinstance(prob.cost, SqEuclidean):
+            if self.multiscale:
+                raise ValueError("`multiscale=True` needs the squared Euclidean cost, got "
+                                 f"{type(prob.cost).__name__}; pass multiscale=None.")
+            return False
+        n, m = prob.shape
+        return bool(self.multiscale) or multiscale_eligible(n, m, prob.x.shape[1])
 
     def _target_eps(self, mean_cost: float) -> float:
         if self.eps is not None:
             return float(self.eps)
         rel = self.eps_rel if self.eps_rel is not None else 0.05
         return rel * (mean_cost if mean_cost > 0 else 1.0)
+
+
+def _verified_plan(
+    C: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
+) -> tuple[Tensor, float]:
+    """The full (untruncated) plan ``a_i b_j exp((f_i + g_j - C_ij) / eps)`` and its L1
+    marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1``.
+
+    Exponents are floored at :func:`exp_floor` (entries below ~1e-35 in float32 become
+    ~1e-35 instead of 0): ``exp`` of arguments whose result is subnormal or underflows
+    takes a slow scalar path, 4-7x slower on this CPU.
+    """
+    la = torch.where(a > 0, a.log(), torch.full_like(a, -math.inf))
+    lb = torch.where(b > 0, b.log(), torch.full_like(b, -math.inf))
+    plan = torch.sub(f[:, None], C).add_(g[None, :]).div_(eps)
+    plan = plan.add_(la[:, None]).add_(lb[None, :]).clamp_min_(exp_floor(plan.dtype)).exp_()
+    err = float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum())
+    return plan, err
 
 
 def _check_init(init: tuple[Tensor, Tensor], n: int, m: int, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -214,171 +266,6 @@ def _check_init(init: tuple[Tensor, Tensor], n: int, m: int, x: Tensor) -> tuple
             raise ValueError(f"`{name}` must be a tensor of shape ({k},), got {got}.")
         check_finite(name, t)
     return f.detach().to(x), g.detach().to(x)
-
-
-def _schedule(eps: float, scale: float, scaling: bool) -> list[float]:
-    """ε-scaling stages ε·2^k, ..., 2ε, ε starting at (or just above) the cost scale."""
-    if not scaling or scale <= eps:
-        return [eps]
-    k = math.ceil(math.log2(scale / eps))
-    return [eps * 2.0**i for i in range(k, -1, -1)]
-
-
-def _absorb_threshold(dtype: torch.dtype) -> float:
-    # |log u| beyond which the scalings are folded into the potentials and the kernel
-    return 25.0 if dtype in (torch.float32, torch.float16, torch.bfloat16) else 150.0
-
-
-def _dense_engine(
-    C: Tensor, a: Tensor, b: Tensor, eps_list: list[float], tol: float, max_iter: int,
-    f0: Tensor | None, g0: Tensor | None, bar: tqdm,
-) -> tuple[Tensor, Tensor, Tensor, list[float], int, float]:
-    """Kernel-domain Sinkhorn with absorption; returns ``(f, g, plan, errors, n_iter,
-    eps)`` with ``eps`` the ε of the stage it stopped in (the target unless ``max_iter``
-    ran out during ε-scaling).
-
-    State: potentials ``f, g`` and scalings ``u, v`` with ``K = exp((f + g - C) / eps)``,
-    so the current plan is ``a u K v b``. Halving eps squares ``K``, ``u`` and ``v``.
-    The last stage uses over-relaxation ``log u <- (1 - w) log u + w log(1 / K v b)`` with
-    ``w`` set from the observed convergence rate (Thibault et al. 2017) and backed off when
-    the error grows; the reported error is then the sum of row and column L1 errors.
-    """
-    n, m = C.shape
-    f = torch.zeros(n, dtype=C.dtype, device=C.device) if f0 is None else f0.clone()
-    g = torch.zeros(m, dtype=C.dtype, device=C.device) if g0 is None else g0.clone()
-    thr = _absorb_threshold(C.dtype)
-    K = torch.mul(C, -1.0 / eps_list[0]).exp_() if f0 is None else _kernel(C, f, g, eps_list[0])
-    u = torch.ones_like(f)
-    v = torch.ones_like(g)
-    errs: list[float] = []
-    it = 0
-    err = float("inf")
-    omega = 1.0  # over-relaxation weight, carried across stages (rates only worsen)
-    for stage, eps in enumerate(eps_list):
-        last = stage == len(eps_list) - 1
-        if stage > 0:  # eps -> eps / 2: exp(2z) = exp(z)^2, one pass over K
-            # Entries of K below sqrt(tiny) vanish when squared; they stay negligible in
-            # the plan u K v only while |log u| + |log v| is well below half the range.
-            if _log_span(u, v) > _square_threshold(K.dtype):
-                f, g, u, v = _absorb(K, f, g, u, v, eps_list[stage - 1])
-            K.square_()
-            u.square_()
-            v.square_()
-            if _too_large(u, v, thr):
-                f, g, u, v = _absorb(K, f, g, u, v, eps)
-        target = tol if last else max(tol, _STAGE_TOL)
-        history: list[float] = []
-        s = K @ (v * b)  # (n,)
-        while it < max_iter:
-            if not _positive_finite(s):
-                f, g, K, u, v = _refresh(C, f + eps * u.log(), g + eps * v.log(), a, b, eps)
-                s = K @ (v * b)
-            u = _relax(u, 1.0 / s, omega)
-            t = K.T @ (u * a)  # (m,)
-            if not _positive_finite(t):
-                f, g, K, u, v = _refresh(C, f + eps * u.log(), g + eps * v.log(), a, b, eps)
-                t = K.T @ (u * a)
-            v = _relax(v, 1.0 / t, omega)
-            s = K @ (v * b)
-            # L1 errors of both marginals of a u K v b (the column one is 0 if omega = 1)
-            err = float((a * (u * s - 1.0).abs()).sum() + (b * (v * t - 1.0).abs()).sum())
-            it += 1
-            bar.update(1)
-            if last:
-                errs.append(err)
-            if err <= target:
-                break
-            omega = _adapt_omega(history, err, omega)
-            if _too_large(u, v, thr):
-                f, g, u, v = _absorb(K, f, g, u, v, eps)
-                s = K @ (v * b)
-        else:
-            if not last or not errs:
-                errs.append(err)
-            break
-    # `eps` is the stage the loop stopped in: potentials and plan belong to it
-    f = f + eps * u.log()
-    g = g + eps * v.log()
-    plan = K.mul_((a * u)[:, None]).mul_((v * b)[None, :])  # reuse the kernel's memory
-    return f, g, plan, errs, it, eps
-
-
-def _relax(old: Tensor, new: Tensor, omega: float) -> Tensor:
-    """Geometric over-relaxation old^(1 - omega) new^omega (plain update for omega = 1)."""
-    if omega == 1.0:
-        return new
-    return old.pow(1.0 - omega).mul_(new.pow(omega))
-
-
-def _adapt_omega(history: list[float], err: float, omega: float) -> float:
-    """Over-relaxation weight from the observed rate (``history`` is mutated).
-
-    With plain Sinkhorn contracting at rate θ, SOR theory gives the optimal weight
-    ω* = 2 / (1 + sqrt(1 - θ)). Under a weight ω < ω* the observed rate λ satisfies
-    (λ + ω - 1)² = λ ω² θ, which lets θ be re-estimated while relaxing. A growing error
-    halves ω - 1. The history is reset whenever ω changes.
-    """
-    history.append(err)
-    if len(history) < 4:
-        return omega
-    lam = (history[-1] / history[-3]) ** 0.5 if history[-3] > 0 else 0.0
-    if not math.isfinite(lam) or lam >= 1.0:
-        history.clear()
-        return 1.0 + 0.5 * (omega - 1.0) if omega > 1.05 else 1.0
-    if lam <= omega - 1.0 or lam == 0.0:
-        return omega
-    theta = min((lam + omega - 1.0) ** 2 / (lam * omega**2), 0.9999)
-    new = min(_OMEGA_MAX, 2.0 / (1.0 + math.sqrt(1.0 - theta)))
-    if new > omega + 0.02:
-        history.clear()
-        return new
-    return omega
-
-
-def _log_span(u: Tensor, v: Tensor) -> float:
-    return float(u.log().abs().max()) + float(v.log().abs().max())
-
-
-def _square_threshold(dtype: torch.dtype) -> float:
-    # half the exponent range of the dtype, less a margin of 30 (e^-30 ~ 1e-13)
-    return 0.5 * -math.log(torch.finfo(dtype).tiny) - 30.0
-
-
-def _too_large(u: Tensor, v: Tensor, thr: float) -> bool:
-    return max(float(u.log().abs().max()), float(v.log().abs().max())) > thr
-
-
-def _absorb(
-    K: Tensor, f: Tensor, g: Tensor, u: Tensor, v: Tensor, eps: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Fold the scalings into the potentials and the kernel (in place on ``K``)."""
-    f = f + eps * u.log()
-    g = g + eps * v.log()
-    K.mul_(u[:, None]).mul_(v[None, :])
-    return f, g, torch.ones_like(u), torch.ones_like(v)
-
-
-def _kernel(C: Tensor, f: Tensor, g: Tensor, eps: float) -> Tensor:
-    """Stabilised kernel exp((f_i + g_j - C_ij) / eps), one pass, new (n, m) tensor."""
-    return torch.sub(f[:, None], C).add_(g[None, :]).div_(eps).exp_()
-
-
-def _positive_finite(s: Tensor) -> bool:
-    return bool(((s > 0) & torch.isfinite(s)).all())
-
-
-def _refresh(
-    C: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Exact log-domain sweep and kernel rebuild, used when the kernel-domain scalings
-    underflow or overflow (rare: after a large jump of the potentials)."""
-    f = torch.where(torch.isfinite(f), f, torch.zeros_like(f))
-    g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-    lb = torch.where(b > 0, b.log(), torch.full_like(b, -torch.inf))
-    la = torch.where(a > 0, a.log(), torch.full_like(a, -torch.inf))
-    f = -eps * torch.logsumexp((g[None, :] - C) / eps + lb[None, :], dim=1)
-    g = -eps * torch.logsumexp((f[:, None] - C) / eps + la[:, None], dim=0)
-    return f, g, _kernel(C, f, g, eps), torch.ones_like(f), torch.ones_like(g)
 
 
 def _online_engine(
