@@ -124,20 +124,21 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def run_otgen_sinkhorn(prob, eps, tol, **_):
+def run_otgen_sinkhorn(prob, eps, tol, multiscale=None, **_):
     from otgen.ot import solve
 
     def call():
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             res = solve(prob["x"], prob["y"], method="sinkhorn", eps=eps, tol=tol,
-                        progress=False)
+                        progress=False, multiscale=multiscale)
         return res, [str(x.message)[:120] for x in w]
 
     def finish(out):
         res, warns = out
         return res.plan, dict(n_iter=res.n_iter, self_converged=res.converged,
-                              self_err=res.marginal_error, warnings=warns)
+                              self_err=res.marginal_error, warnings=warns,
+                              engine=res.method)
     return call, finish
 
 
@@ -327,6 +328,9 @@ def _crash(exc: BaseException) -> dict[str, Any]:
 
 SINKHORN_SOLVERS: dict[str, Callable] = {
     "otgen-sinkhorn": run_otgen_sinkhorn,
+    # the same solver with the multiscale engine off (dense kernel-domain engine only)
+    "otgen-dense": lambda prob, eps, tol, **kw: run_otgen_sinkhorn(
+        prob, eps, tol, multiscale=False, **kw),
     "pot-sinkhorn": _pot_sinkhorn_factory("sinkhorn"),
     "pot-sinkhorn-log": _pot_sinkhorn_factory("sinkhorn_log"),
 }
@@ -389,7 +393,15 @@ def sinkhorn_entries(eps: float, args: argparse.Namespace) -> list[tuple[str, Ca
                for name, fac in SINKHORN_SOLVERS.items()]
     entries += [(f"geomloss-s{s:g}", run_geomloss, dict(eps=eps, scaling=s))
                 for s in args.geomloss_scaling]
-    return entries
+    return [e for e in entries if _wanted(e[0], args)]
+
+
+def _wanted(name: str, args: argparse.Namespace) -> bool:
+    """``--solvers`` filter (``otgen-sinkhorn`` and ``otgen-exact`` always run: the ratios
+    are taken against them)."""
+    keep = getattr(args, "solvers", None)
+    return not keep or name in ("otgen-sinkhorn", "otgen-exact") or any(
+        name.startswith(k) for k in keep)
 
 
 def warm_up(args: argparse.Namespace, dtype: torch.dtype) -> None:
@@ -420,9 +432,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             reps = max(args.repeats, args.exact_target_repeats) if (n, d) == (2000, 2) \
                 else args.repeats
             load = _load()
-            ex = _timed_group([(k, f, {}) for k, f in EXACT_SOLVERS.items()], prob, reps,
+            ex = _timed_group([(k, f, {}) for k, f in EXACT_SOLVERS.items()
+                               if _wanted(k, args)], prob, reps,
                               args.long_run, args.tol)
-            w2 = ex["pot-emd"].get("cost")
+            w2 = ex["pot-emd"].get("cost") if "pot-emd" in ex else ex["otgen-exact"].get("cost")
             for name in ex:
                 ex[name] = dict(base, solver=name, rel=None, eps=None, load=load, **ex[name])
                 rec = ex[name]
@@ -747,6 +760,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-exact-target", dest="exact_target", action="store_false",
                     help="skip the extra exact n=2000, d=2 row")
     ap.add_argument("--geomloss-scaling", type=float, nargs="+", default=[0.5])
+    ap.add_argument("--solvers", nargs="+", default=None,
+                    help="only solvers whose name starts with one of these (plus otgen's)")
     ap.add_argument("--large", action="store_true",
                     help="only the n=m=50000 online Sinkhorn memory/time run")
     ap.add_argument("--large-n", type=int, default=50000)

@@ -46,7 +46,13 @@ from otgen.ot._kernels import (
     softmin_cols,
     softmin_rows,
 )
-from otgen.ot._multiscale import exp_floor, multiscale_eligible, multiscale_engine
+from otgen.ot._multiscale import (
+    full_plan,
+    multiscale_eligible,
+    multiscale_engine,
+    plan_cost,
+    sq_mean,
+)
 from otgen.ot._sinkhorn_dense import (
     _STAGE_TOL,
     _adapt_omega,
@@ -144,12 +150,16 @@ class Sinkhorn:
         cols = block_rows(m, n, itemsize, min(self.memory_budget, SLAB_BYTES))
         xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
 
-        C = None if online else prob.cost(xd, yd).detach()
+        use_ms = not online and self._use_multiscale(prob, init)
+        # the multiscale engine never needs the dense cost matrix unless it finishes densely
+        C = None if (online or use_ms) else prob.cost(xd, yd).detach()
         if C is not None:
             check_finite("cost matrix", C)
-            mean_c, max_c = float(C.mean()), float(C.max())  # cascade sums: exact enough
+            mean_c = float(C.mean())  # cascade sums: exact enough
+        elif use_ms:
+            mean_c = sq_mean(xd, yd)
         else:
-            mean_c, max_c = cost_scale(prob, rows)
+            mean_c, _ = cost_scale(prob, rows)
         eps = self._target_eps(mean_c)
         tol = self.tol if self.tol is not None else default_tol(x.dtype)
         f0 = g0 = None
@@ -162,16 +172,10 @@ class Sinkhorn:
                    disable=show is False, unit="it")
         method = "sinkhorn-online" if online else "sinkhorn"
         try:
-            if C is not None and self._use_multiscale(prob, init):
-                f, g, plan, errs, n_iter, eps, method = multiscale_engine(
-                    xd, yd, C, ad, bd, eps_list, tol, self.max_iter, bar)
-                if plan is None:  # check the truncated solve on the full plan
-                    plan, errs[-1] = _verified_plan(C, f, g, ad, bd, eps)
-                    if errs[-1] > tol and n_iter < self.max_iter:  # finish densely
-                        del plan
-                        f, g, plan, errs2, it2, eps = _dense_engine(
-                            C, ad, bd, [eps], tol, self.max_iter - n_iter, f, g, bar)
-                        errs, n_iter = errs + errs2, n_iter + it2
+            cost_v = None
+            if use_ms:
+                f, g, plan, errs, n_iter, eps, method, cost_v = _solve_multiscale(
+                    prob, eps_list, tol, self.max_iter, bar)
             elif C is not None:
                 f, g, plan, errs, n_iter, eps = _dense_engine(
                     C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
@@ -198,7 +202,9 @@ class Sinkhorn:
             warn_not_converged("Sinkhorn", n_iter, errs[-1] if errs else float("nan"), tol, hint)
 
         # Values: <C, P> and the dual objective <a, f> + <b, g> - eps (sum P - |a||b|).
-        if plan is not None:
+        if cost_v is not None and plan is not None:
+            mass = plan.sum()
+        elif plan is not None:
             cost_v = torch.dot(plan.reshape(-1), C.reshape(-1))  # type: ignore[union-attr]
             mass = plan.sum()
         else:
@@ -238,22 +244,30 @@ class Sinkhorn:
         return rel * (mean_cost if mean_cost > 0 else 1.0)
 
 
-def _verified_plan(
-    C: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
-) -> tuple[Tensor, float]:
-    """The full (untruncated) plan ``a_i b_j exp((f_i + g_j - C_ij) / eps)`` and its L1
-    marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1``.
+def _solve_multiscale(
+    prob: LinearProblem, eps_list: list[float], tol: float, max_iter: int, bar: tqdm,
+) -> tuple[Tensor, Tensor, Tensor, list[float], int, float, str, Tensor | None]:
+    """The multiscale engine, its check on the full plan and, if that check fails, a
+    dense finish. Returns ``(f, g, plan, errors, n_iter, eps, method, cost)`` with
+    ``cost = <C, P>`` when already known (else ``None``)."""
+    x, y, a, b = prob.x.detach(), prob.y.detach(), prob.a.detach(), prob.b.detach()
 
-    Exponents are floored at :func:`exp_floor` (entries below ~1e-35 in float32 become
-    ~1e-35 instead of 0): ``exp`` of arguments whose result is subnormal or underflows
-    takes a slow scalar path, 4-7x slower on this CPU.
-    """
-    la = torch.where(a > 0, a.log(), torch.full_like(a, -math.inf))
-    lb = torch.where(b > 0, b.log(), torch.full_like(b, -math.inf))
-    plan = torch.sub(f[:, None], C).add_(g[None, :]).div_(eps)
-    plan = plan.add_(la[:, None]).add_(lb[None, :]).clamp_min_(exp_floor(plan.dtype)).exp_()
-    err = float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum())
-    return plan, err
+    def cost_matrix() -> Tensor:
+        C = prob.cost(x, y).detach()
+        check_finite("cost matrix", C)
+        return C
+
+    f, g, plan, errs, n_iter, eps, method = multiscale_engine(
+        x, y, cost_matrix, a, b, eps_list, tol, max_iter, bar)
+    if plan is not None:  # the dense engine ran the last stage
+        return f, g, plan, errs, n_iter, eps, method, plan_cost(x, y, plan)
+    plan, errs[-1], cost_v = full_plan(x, y, f, g, a, b, eps)
+    if errs[-1] <= tol or n_iter >= max_iter:
+        return f, g, plan, errs, n_iter, eps, method, cost_v
+    del plan  # truncation lost mass that matters: finish on the full kernel
+    f, g, plan, errs2, it2, eps = _dense_engine(
+        cost_matrix(), a, b, [eps], tol, max_iter - n_iter, f, g, bar)
+    return f, g, plan, errs + errs2, n_iter + it2, eps, method, plan_cost(x, y, plan)
 
 
 def _check_init(init: tuple[Tensor, Tensor], n: int, m: int, x: Tensor) -> tuple[Tensor, Tensor]:
