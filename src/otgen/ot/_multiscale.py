@@ -318,13 +318,15 @@ def multiscale_engine(
     xc, ac, vx = _clusters(xs, as_, bx[lv])
     yc, bc, vy = _clusters(ys, bs, by[lv])
     switch = KAPPA * max(vx, vy)
-    coarse = [e for e in eps_list[:-1] if e >= switch]
-    fine = eps_list[len(coarse):]
+    # coarse stages: those the clusters resolve; the last of them is repeated at the
+    # fine level (from the extended potentials), or the target ε is when all are coarse
+    coarse = [e for e in eps_list if e >= switch]
+    fine = eps_list[len(coarse):] or eps_list[-1:]
     it = 0
     if coarse:
         cc = torch.cdist(xc, yc).square_()
-        fc, gc, _, _, it, _ = _dense_engine(cc, ac, bc, coarse, _STAGE_TOL, max_iter,
-                                            None, None, bar)
+        fc, gc, _, _, it, _ = _dense_engine(cc, ac, bc, coarse, tol, max_iter, None, None,
+                                            bar)
         f = _softmin(xs, yc, gc, bc, fine[0])
         g = _softmin(ys, xc, fc, ac, fine[0])
     else:

@@ -19,6 +19,8 @@ from torch import Tensor
 
 from otgen._validate import check_positive
 from otgen.ot._kernels import SLAB_BYTES, EnvelopeData, block_rows, envelope_value, softmin_rows
+from otgen.ot._multiscale import multiscale_eligible, sq_mean
+from otgen.ot._truncated import self_multiscale
 from otgen.ot.costs import AbstractCost, PNorm, SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import warn_not_converged
@@ -55,7 +57,8 @@ def sinkhorn_divergence(
     prob_xy = LinearProblem(x, y, a, b, cost=c)
     if eps is None:
         rel = check_positive("eps_rel", eps_rel) if eps_rel is not None else 0.05
-        mean_c, _ = cost_scale(prob_xy, 1024)
+        mean_c = sq_mean(prob_xy.x.detach(), prob_xy.y.detach()) \
+            if isinstance(c, SqEuclidean) else cost_scale(prob_xy, 1024)[0]
         eps = rel * (mean_c if mean_c > 0 else 1.0)
     elif eps_rel is not None:
         raise ValueError("pass either `eps` (absolute) or `eps_rel` (relative), not both.")
@@ -63,12 +66,14 @@ def sinkhorn_divergence(
     tol_ = tol if tol is not None else default_tol(x.dtype)
     prob_xx = LinearProblem(x, x, prob_xy.a, prob_xy.a, cost=c)
     prob_yy = LinearProblem(y, y, prob_xy.b, prob_xy.b, cost=c)
-    ot_xx, f_xx = self_transport(prob_xx, eps, tol_, max_iter)
-    ot_yy, f_yy = self_transport(prob_yy, eps, tol_, max_iter)
+    ot_xx, f_xx = self_transport(prob_xx, eps, tol_, max_iter, _truncatable(prob_xx, online))
+    ot_yy, f_yy = self_transport(prob_yy, eps, tol_, max_iter, _truncatable(prob_yy, online))
     solver = Sinkhorn(eps=eps, tol=tol, max_iter=max_iter, online=online, keep_plan=False)
     # For nearby measures the self-transport potentials are an excellent start for the
     # cross term (exact when x = y); use them when their marginal error is already small.
-    init = (f_xx, f_yy) if _start_error(prob_xy, f_xx, f_yy, eps) < 3e-2 else None
+    # (the multiscale engines warm-start themselves on clusters; skip the dense check)
+    init = None if _truncatable(prob_xy, online) else (
+        (f_xx, f_yy) if _start_error(prob_xy, f_xx, f_yy, eps) < 3e-2 else None)
     ot_xy = solver(prob_xy, init=init).objective
     value = ot_xy - 0.5 * (ot_xx + ot_yy)
     floor = 1e-4 if x.dtype != torch.float64 else 1e-8
@@ -91,8 +96,17 @@ def _start_error(prob: LinearProblem, f: Tensor, g: Tensor, eps: float) -> float
     return float((prob.a.detach() * torch.expm1((f - f_new) / eps).abs()).sum())
 
 
+def _truncatable(prob: LinearProblem, online: bool | None) -> bool:
+    """Whether the problem goes to the block-truncated multiscale engines: squared
+    Euclidean cost, no dense matrix wanted (``online`` not ``False``), large and
+    low-dimensional (:func:`~otgen.ot._multiscale.multiscale_eligible`)."""
+    n, m = prob.shape
+    return (online is not False and isinstance(prob.cost, SqEuclidean)
+            and multiscale_eligible(n, m, prob.x.shape[1]))
+
+
 def self_transport(
-    prob: LinearProblem, eps: float, tol: float, max_iter: int
+    prob: LinearProblem, eps: float, tol: float, max_iter: int, truncated: bool = False,
 ) -> tuple[Tensor, Tensor]:
     r""":math:`\mathrm{OT}_\varepsilon(\alpha, \alpha)` by the symmetric fixed point.
 
@@ -106,10 +120,14 @@ def self_transport(
     xd, ad = x.detach(), a.detach()
     n = x.shape[0]
     rows = block_rows(n, n, x.element_size(), SLAB_BYTES)
-    mean_c, _ = cost_scale(prob, rows)
+    mean_c = sq_mean(xd, xd) if isinstance(prob.cost, SqEuclidean) else cost_scale(prob, rows)[0]
     f = torch.zeros(n, dtype=x.dtype, device=x.device)
     schedule = _schedule(eps, mean_c, True)
     err, it = float("inf"), 0
+    out = self_multiscale(xd, ad, schedule, tol, max_iter) if truncated else None
+    if out is not None:
+        f, err, it = out
+        schedule = []  # solved
     for stage, e in enumerate(schedule):
         target = tol if stage == len(schedule) - 1 else max(tol, 3e-2)
         while it < max_iter:

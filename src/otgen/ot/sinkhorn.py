@@ -59,6 +59,7 @@ from otgen.ot._sinkhorn_dense import (
     _dense_engine,
     _schedule,
 )
+from otgen.ot._truncated import online_multiscale, truncated_values
 from otgen.ot.costs import SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import OTResult, warn_not_converged
@@ -180,10 +181,17 @@ class Sinkhorn:
                 f, g, plan, errs, n_iter, eps = _dense_engine(
                     C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
             else:
-                f, g, errs, n_iter, eps = _online_engine(
-                    xd, yd, prob.cost, ad, bd, eps_list, tol, self.max_iter,
-                    f0, g0, rows, cols, bar)
                 plan = None
+                trunc = online_multiscale(xd, yd, ad, bd, eps_list, tol, self.max_iter, bar) \
+                    if self._use_multiscale(prob, init) else None
+                if trunc is not None:
+                    f, g, errs, n_iter, eps, op, px, py = trunc
+                    cost_v, mass = truncated_values(op, f, g, ad, bd, px, py, eps)
+                    method = "sinkhorn-online-multiscale"
+                else:
+                    f, g, errs, n_iter, eps = _online_engine(
+                        xd, yd, prob.cost, ad, bd, eps_list, tol, self.max_iter,
+                        f0, g0, rows, cols, bar)
         finally:
             bar.close()
         errors = torch.tensor(errs, dtype=x.dtype, device=x.device)
@@ -207,7 +215,7 @@ class Sinkhorn:
         elif plan is not None:
             cost_v = torch.dot(plan.reshape(-1), C.reshape(-1))  # type: ignore[union-attr]
             mass = plan.sum()
-        else:
+        elif cost_v is None:
             cost_v, mass = _online_values(xd, yd, prob.cost, f, g, ad, bd, eps, rows)
         del C
         obj_v = (ad * f).sum() + (bd * g).sum() - eps * (mass - ad.sum() * bd.sum())

@@ -1,0 +1,280 @@
+r"""Online multiscale Sinkhorn for the squared Euclidean cost: nothing of size ``n m`` is ever
+stored, and each soft-min only visits the kd-tree blocks whose entries can matter.
+
+This is the memory-frugal sibling of :mod:`otgen.ot._multiscale` (which stores the
+truncated kernel). Here every sweep recomputes, block by block, the log-domain soft-min
+
+.. math::
+    f_i = -\varepsilon \log \sum_{j \in \mathcal K(i)} b_j\, e^{(g_j - |x_i - y_j|^2)/\varepsilon}
+
+over the columns :math:`\mathcal K(i)` of the leaf pairs kept by the same rigorous bound
+(:meth:`BlockKernel.keep_mask <otgen.ot._multiscale.BlockKernel.keep_mask>`): the dropped
+terms are below θ times the largest kept one. The bound is evaluated at the potentials of
+the last mask update; the mask is refreshed at every ε stage and whenever the potentials
+have moved by more than ``SLACK`` ε since (a move of Δ can raise a dropped term by e^{Δ/ε}).
+The coarse ε stages run on kd-tree cluster centroids, as in the stored variant.
+
+Memory: ``O((n + m) d)`` plus the leaf-pair mask and one ``(block, width)`` slab.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from otgen.ot._multiscale import (
+    LEAF,
+    BlockKernel,
+    _clusters,
+    _log_theta,
+    _softmin,
+    _unsort,
+    exp_floor,
+    kd_order,
+)
+from otgen.ot._sinkhorn_dense import _STAGE_TOL, _adapt_omega, _dense_engine
+
+__all__ = ["TruncatedSoftmin", "online_multiscale", "self_multiscale"]
+
+#: refresh the mask once f or g moved by more than SLACK * eps since it was computed
+SLACK = 4.0
+#: most clusters of the coarse problem (its dense kernel is COARSE_MAX^2 entries)
+COARSE_MAX = 2048
+#: rows of the bound's (rows, leaves) temporaries
+_CHUNK = 4096
+
+
+class TruncatedSoftmin(BlockKernel):
+    """Block-truncated soft-min passes (points in kd-tree order, no stored kernel)."""
+
+    def keep_mask(self, f: Tensor, g: Tensor, eps: float) -> Tensor:
+        """Leaf pairs whose terms may exceed θ: the bound of the parent class, computed in
+        row chunks so that its temporaries stay ``(4096, N_leaves)``."""
+        nr, nc = len(self.rl) - 1, len(self.cl) - 1
+        A = torch.full((nr, nc), -math.inf, dtype=f.dtype, device=f.device)
+        for s in range(0, self.x.shape[0], _CHUNK):
+            va = (f[s : s + _CHUNK] - self.x2[s : s + _CHUNK])[:, None] \
+                + 2.0 * self.x[s : s + _CHUNK] @ self.q.T
+            A.scatter_reduce_(0, self.rseg[s : s + _CHUNK, None].expand_as(va), va, "amax")
+        B = torch.full((nc, nr), -math.inf, dtype=f.dtype, device=f.device)
+        for s in range(0, self.y.shape[0], _CHUNK):
+            vb = (g[s : s + _CHUNK] - self.y2[s : s + _CHUNK])[:, None] \
+                + 2.0 * self.y[s : s + _CHUNK] @ self.p.T
+            B.scatter_reduce_(0, self.cseg[s : s + _CHUNK, None].expand_as(vb), vb, "amax")
+        bound = A.add_(B.T).sub_(2.0 * self.p @ self.q.T) \
+            .add_(2.0 * self.rp[:, None] * self.rq[None, :])
+        return bound > eps * _log_theta(f.dtype)
+
+    def update_mask(self, f: Tensor, g: Tensor, eps: float) -> float:
+        """Recompute the kept columns of every row block and the kept rows of every column
+        block at ``(f, g, eps)``; returns the kept fraction."""
+        keep = self.keep_mask(f, g, eps)
+        self.cols = [torch.nonzero(keep[i * self.group : (i + 1) * self.group].any(0)[
+            self.cseg]).flatten() for i in range(len(self.rb) - 1)]
+        keep_t = keep.T
+        self.rows_of = [torch.nonzero(keep_t[j * self.group : (j + 1) * self.group].any(0)[
+            self.rseg]).flatten() for j in range(len(self.cbk) - 1)]
+        kept = sum((self.rb[i + 1] - self.rb[i]) * int(c.numel())
+                   for i, c in enumerate(self.cols))
+        self.density = kept / (self.x.shape[0] * self.y.shape[0])
+        self.f_ref, self.g_ref = f.clone(), g.clone()
+        return self.density
+
+    def stale(self, f: Tensor, g: Tensor, eps: float) -> bool:
+        """Whether a dropped term may have grown by more than e^SLACK since the mask: terms
+        scale with e^{(f_i + g_j)/eps}, so the growth is at most
+        ``max(f - f_ref) + max(g - g_ref)`` (blind to the ``(f + c, g - c)`` gauge)."""
+        rise = float((f - self.f_ref).max()) + float((g - self.g_ref).max())
+        return rise > SLACK * eps
+
+    @property
+    def cbk(self) -> list[int]:
+        """Column block offsets (groups of ``group`` column leaves)."""
+        cl, k = self.cl, self.group
+        return cl[::k] if (len(cl) - 1) % k == 0 else cl[::k] + [cl[-1]]
+
+    def rows_softmin(self, g: Tensor, b: Tensor, eps: float) -> Tensor:
+        """``f_i = -eps log sum_{j kept} b_j exp((g_j - |x_i - y_j|^2) / eps)``. ``(n,)``"""
+        return _pass(self.x, self.x2, self.y, self.y2, g, b, eps, self.rb, self.cols)
+
+    def cols_softmin(self, f: Tensor, a: Tensor, eps: float) -> Tensor:
+        """``g_j = -eps log sum_{i kept} a_i exp((f_i - |x_i - y_j|^2) / eps)``. ``(m,)``"""
+        return _pass(self.y, self.y2, self.x, self.x2, f, a, eps, self.cbk, self.rows_of)
+
+    def values(self, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
+               ) -> tuple[Tensor, Tensor]:
+        """``(<C, P>, sum P)`` over the kept blocks, accumulated in float64."""
+        total = torch.zeros((), dtype=torch.float64, device=f.device)
+        mass = torch.zeros((), dtype=torch.float64, device=f.device)
+        la, lb = _log_pos(a), _log_pos(b)
+        for i, cols in enumerate(self.cols):
+            sl = slice(self.rb[i], self.rb[i + 1])
+            c = (self.x2[sl, None] + self.y2[cols][None, :]
+                 - 2.0 * self.x[sl] @ self.y[cols].T).clamp_min_(0.0)
+            z = (f[sl, None] + g[cols][None, :] - c) / eps + la[sl, None] + lb[cols][None, :]
+            p = z.clamp_min_(exp_floor(z.dtype)).exp_()
+            total += (p * c).sum(dtype=torch.float64)
+            mass += p.sum(dtype=torch.float64)
+        return total.to(f.dtype), mass.to(f.dtype)
+
+
+def _log_pos(w: Tensor) -> Tensor:
+    return torch.where(w > 0, w.clamp_min(1e-300).log(), torch.full_like(w, -1e4))
+
+
+def _pass(
+    x: Tensor, x2: Tensor, y: Tensor, y2: Tensor, h: Tensor, w: Tensor, eps: float,
+    bounds: list[int], lists: list[Tensor],
+) -> Tensor:
+    """Soft-min of block ``[bounds[i], bounds[i+1])`` of ``x`` over the points ``lists[i]``
+    of ``y``: one GEMM of augmented vectors ``[2x, -|x|^2, 1] / eps`` against
+    ``[y, 1, (h - |y|^2) / eps + log w]``, then a max-shifted log-sum-exp."""
+    ya = torch.cat([y, torch.ones_like(h)[:, None], ((h - y2) / eps + _log_pos(w))[:, None]],
+                   dim=1)  # (m, d + 2)
+    xa = torch.cat([2.0 * x / eps, (-x2 / eps)[:, None], torch.ones_like(x2)[:, None]], dim=1)
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    floor = exp_floor(x.dtype)
+    for i, idx in enumerate(lists):
+        sl = slice(bounds[i], bounds[i + 1])
+        if idx.numel() == 0:
+            out[sl] = math.inf  # no kept term: reported as a failure by the caller
+            continue
+        z = xa[sl] @ ya[idx].T  # (rows, width)
+        top = z.amax(1, keepdim=True)
+        s = z.sub_(top).clamp_min_(floor).exp_().sum(1)
+        out[sl] = -eps * (s.log_() + top.squeeze(1))
+    return out
+
+
+def _setup(x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float]):
+    """kd-tree orders, the coarse clusters and the split of ``eps_list`` into coarse and
+    fine stages."""
+    from otgen.ot._multiscale import BLOCK, KAPPA
+
+    centre = y.mean(0)
+    x, y = x - centre, y - centre
+    n, m = x.shape[0], y.shape[0]
+    lv = max(1, round(math.log2(min(n, m) / LEAF)))
+    lb = max(0, lv - round(math.log2(BLOCK / LEAF)))
+    lc = min(lv, max(1, int(math.log2(COARSE_MAX))))  # coarse level: <= COARSE_MAX clusters
+    px, bx = kd_order(x, lv)
+    py, by = kd_order(y, lv)
+    xs, ys, as_, bs = x[px], y[py], a[px], b[py]
+    xc, ac, vx = _clusters(xs, as_, bx[lc])
+    yc, bc, vy = _clusters(ys, bs, by[lc])
+    switch = KAPPA * max(vx, vy)
+    # coarse stages: those the clusters resolve; the last of them is repeated at the
+    # fine level (from the extended potentials), or the target ε is when all are coarse
+    coarse = [e for e in eps_list if e >= switch]
+    op = TruncatedSoftmin(xs, ys, bx[lv], by[lv], 2 ** (lv - lb))
+    return op, px, py, as_, bs, (xc, ac, yc, bc), coarse, eps_list[len(coarse):] or eps_list[-1:]
+
+
+def online_multiscale(
+    x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float], tol: float,
+    max_iter: int, bar: tqdm,
+) -> tuple[Tensor, Tensor, list[float], int, float, TruncatedSoftmin, Tensor, Tensor] | None:
+    """Alternating log-domain Sinkhorn on truncated blocks.
+
+    Returns ``(f, g, errors, n_iter, eps, op, px, py)`` with the potentials in the
+    original order (``op`` works in kd-tree order ``px``, ``py``; see
+    :func:`truncated_values`), or ``None`` if a row or column lost every kept term.
+    """
+    op, px, py, a_, b_, (xc, ac, yc, bc), coarse, fine = _setup(x, y, a, b, eps_list)
+    it = 0
+    if coarse:
+        cc = torch.cdist(xc, yc).square_()
+        fc, gc, _, _, it, _ = _dense_engine(cc, ac, bc, coarse, tol, max_iter, None, None,
+                                            bar)
+        f = _softmin(op.x, yc, gc, bc, fine[0])
+        g = _softmin(op.y, xc, fc, ac, fine[0])
+    else:
+        f = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        g = torch.zeros(y.shape[0], dtype=x.dtype, device=x.device)
+    errs: list[float] = []
+    err, omega, eps = math.inf, 1.0, fine[0]
+    for stage, eps in enumerate(fine):
+        last = stage == len(fine) - 1
+        op.update_mask(f, g, eps)
+        target = tol if last else max(tol, _STAGE_TOL)
+        history: list[float] = []
+        f = op.rows_softmin(g, b_, eps)
+        while it < max_iter:
+            g_new = op.cols_softmin(f, a_, eps)
+            g = g_new if omega == 1.0 else (1.0 - omega) * g + omega * g_new
+            f_new = op.rows_softmin(g, b_, eps)
+            if not bool(torch.isfinite(f_new).all() and torch.isfinite(g_new).all()):
+                return None
+            err = float((a_ * torch.expm1((f - f_new) / eps).abs()).sum()
+                        + (b_ * torch.expm1((g - g_new) / eps).abs()).sum())
+            it += 1
+            bar.update(1)
+            if last:
+                errs.append(err)
+            if err <= target:
+                break
+            f = f_new if omega == 1.0 else (1.0 - omega) * f + omega * f_new
+            omega = _adapt_omega(history, err, omega)
+            if op.stale(f, g, eps):
+                op.update_mask(f, g, eps)
+        else:
+            if not last or not errs:
+                errs.append(err)
+            break
+    return _unsort(f, px), _unsort(g, py), errs, it, eps, op, px, py
+
+
+def truncated_values(
+    op: TruncatedSoftmin, f: Tensor, g: Tensor, a: Tensor, b: Tensor, px: Tensor, py: Tensor,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """``(<C, P>, sum P)`` of the plan of ``(f, g)`` (original order) over the kept blocks
+    of a fresh mask."""
+    fs, gs = f[px], g[py]
+    op.update_mask(fs, gs, eps)
+    return op.values(fs, gs, a[px], b[py], eps)
+
+
+def self_multiscale(
+    x: Tensor, a: Tensor, eps_list: list[float], tol: float, max_iter: int,
+) -> tuple[Tensor, float, int] | None:
+    """Symmetric fixed point ``f <- (f + softmin(f)) / 2`` of OT_ε(α, α) on truncated blocks,
+    coarse stages on clusters. Returns ``(f, error, n_iter)`` (original order) or ``None``."""
+    op, px, _, a_, _, (xc, ac, _, _), coarse, fine = _setup(x, x, a, a, eps_list)
+    it = 0
+    if coarse:
+        fc = torch.zeros(xc.shape[0], dtype=x.dtype, device=x.device)
+        cc = torch.cdist(xc, xc).square_()
+        lac = _log_pos(ac)
+        for e in coarse:  # dense symmetric iteration on the clusters
+            for _ in range(max_iter):
+                t = -e * torch.logsumexp((fc[None, :] - cc) / e + lac[None, :], dim=1)
+                done = float((ac * torch.expm1((fc - t) / e).abs()).sum()) <= (
+                    tol if e == coarse[-1] else _STAGE_TOL)
+                fc = 0.5 * (fc + t)
+                if done:
+                    break
+        f = _softmin(op.x, xc, fc, ac, fine[0])
+    else:
+        f = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    err = math.inf
+    for stage, eps in enumerate(fine):
+        target = tol if stage == len(fine) - 1 else max(tol, _STAGE_TOL)
+        op.update_mask(f, f, eps)
+        while it < max_iter:
+            t = op.rows_softmin(f, a_, eps)
+            if not bool(torch.isfinite(t).all()):
+                return None
+            err = float((a_ * torch.expm1((f - t) / eps).abs()).sum())
+            it += 1
+            if err <= target:
+                break
+            f = 0.5 * (f + t)
+            if op.stale(f, f, eps):
+                op.update_mask(f, f, eps)
+        else:
+            break
+    return _unsort(f, px), err, it
