@@ -122,3 +122,43 @@ def test_high_dimension_is_not_eligible():
     assert not ms.multiscale_eligible(10_000, 10_000, 64)
     assert not ms.multiscale_eligible(1000, 10_000, 2)
     assert math.isfinite(ms.exp_floor(torch.float32))
+
+
+# ---------------------------------------------------------------- online (no stored kernel)
+def test_online_multiscale_equals_dense_solution(monkeypatch):
+    monkeypatch.setattr(ms, "MIN_POINTS", 1000)  # exercise the engine on a small problem
+    x, y, a, b = _clouds(1600, 1700, 8)
+    ref = Sinkhorn(eps_rel=0.005, multiscale=False)(LinearProblem(x, y, a, b))
+    res = Sinkhorn(eps_rel=0.005, online=True)(LinearProblem(x, y, a, b))
+    assert res.method == "sinkhorn-online-multiscale" and res.converged
+    assert float(res.objective) == pytest.approx(float(ref.objective), rel=1e-6)
+    assert float(res.cost) == pytest.approx(float(ref.cost), rel=1e-5)
+    # its marginal error, recomputed on the full plan of its potentials
+    P = a[:, None] * b[None, :] * torch.exp(
+        (res.f[:, None] + res.g[None, :] - torch.cdist(x, y) ** 2) / res.eps)
+    assert _marginal_error(P, a, b) <= 1.01e-6
+
+
+def test_truncated_sinkhorn_divergence_equals_dense(monkeypatch):
+    from otgen.ot import sinkhorn_divergence
+
+    monkeypatch.setattr(ms, "MIN_POINTS", 1000)
+    x, y, _, _ = _clouds(1500, 1400, 9)
+    s_trunc = sinkhorn_divergence(x, y, eps_rel=0.01, online=True)
+    s_dense = sinkhorn_divergence(x, y, eps_rel=0.01, online=False)
+    assert float(s_trunc) == pytest.approx(float(s_dense), rel=1e-5)
+    s_self = sinkhorn_divergence(x, x, eps_rel=0.01, online=True)
+    assert 0.0 <= float(s_self) < 1e-9 * float(s_dense) + 1e-12
+
+
+def test_staleness_ignores_the_potential_gauge():
+    from otgen.ot._truncated import TruncatedSoftmin
+
+    x, y, _, _ = _clouds(600, 500, 10)
+    px, bx = ms.kd_order(x, 4)
+    py, by = ms.kd_order(y, 4)
+    op = TruncatedSoftmin(x[px], y[py], bx[4], by[4], 4)
+    f, g = torch.zeros(600, dtype=D), torch.zeros(500, dtype=D)
+    op.update_mask(f, g, 0.1)
+    assert not op.stale(f + 5.0, g - 5.0, 0.1)  # f + g unchanged: nothing can grow
+    assert op.stale(f + 0.3, g + 0.2, 0.1)  # every term grew by e^5

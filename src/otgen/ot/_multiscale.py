@@ -193,6 +193,28 @@ def _softmin(x: Tensor, yc: Tensor, gc: Tensor, bc: Tensor, eps: float) -> Tenso
     return out
 
 
+def _leaf_max(x: Tensor, phi: Tensor, q: Tensor, bounds: list[int]) -> Tensor:
+    """``M[k, J] = max_{i in leaf k} (phi_i + 2 <x_i, q_J>)``, shape ``(N_leaves, N_q)``.
+
+    Leaves (sizes differ by at most one) are padded to the largest size by repeating their
+    last point, which leaves every maximum unchanged; chunks of leaves keep the
+    ``(leaves, size, N_q)`` temporary near 4M entries.
+    """
+    starts = torch.tensor(bounds[:-1], device=x.device)
+    ends = torch.tensor(bounds[1:], device=x.device)
+    size = int((ends - starts).max())
+    idx = torch.minimum(starts[:, None] + torch.arange(size, device=x.device)[None, :],
+                        (ends - 1)[:, None])  # (N_leaves, size)
+    out = torch.empty(len(bounds) - 1, q.shape[0], dtype=x.dtype, device=x.device)
+    step = max(1, (1 << 22) // max(1, size * q.shape[0]))
+    q2 = 2.0 * q.T  # (d, N_q)
+    for s in range(0, idx.shape[0], step):
+        ii = idx[s : s + step]
+        v = torch.matmul(x[ii], q2).add_(phi[ii][:, :, None])  # (chunk, size, N_q)
+        out[s : s + step] = v.amax(1)
+    return out
+
+
 class BlockKernel:
     """Truncated stabilised kernel (points already in kd-tree order).
 
@@ -228,14 +250,10 @@ class BlockKernel:
 
     def keep_mask(self, f: Tensor, g: Tensor, eps: float) -> Tensor:
         """``(N_rows_leaves, N_col_leaves)`` leaf pairs whose entries may exceed θ."""
-        nr, nc = len(self.rl) - 1, len(self.cl) - 1
-        va = (f - self.x2)[:, None] + 2.0 * self.x @ self.q.T  # (n, N_c)
-        A = torch.full((nr, nc), -math.inf, dtype=f.dtype, device=f.device).scatter_reduce_(
-            0, self.rseg[:, None].expand_as(va), va, "amax")
-        vb = (g - self.y2)[:, None] + 2.0 * self.y @ self.p.T  # (m, N_r)
-        B = torch.full((nc, nr), -math.inf, dtype=f.dtype, device=f.device).scatter_reduce_(
-            0, self.cseg[:, None].expand_as(vb), vb, "amax")
-        bound = A + B.T - 2.0 * self.p @ self.q.T + 2.0 * self.rp[:, None] * self.rq[None, :]
+        A = _leaf_max(self.x, f - self.x2, self.q, self.rl)  # (N_r, N_c)
+        B = _leaf_max(self.y, g - self.y2, self.p, self.cl)  # (N_c, N_r)
+        bound = A.add_(B.T).sub_(2.0 * self.p @ self.q.T) \
+            .add_(2.0 * self.rp[:, None] * self.rq[None, :])
         return bound > eps * _log_theta(f.dtype)
 
     def build(self, f: Tensor, g: Tensor, eps: float, max_density: float = 1.0) -> float:

@@ -29,7 +29,6 @@ from otgen.ot._multiscale import (
     LEAF,
     BlockKernel,
     _clusters,
-    _log_theta,
     _softmin,
     _unsort,
     exp_floor,
@@ -37,36 +36,16 @@ from otgen.ot._multiscale import (
 )
 from otgen.ot._sinkhorn_dense import _STAGE_TOL, _adapt_omega, _dense_engine
 
-__all__ = ["TruncatedSoftmin", "online_multiscale", "self_multiscale"]
+__all__ = ["TruncatedSoftmin", "online_multiscale", "self_multiscale", "start_error"]
 
 #: refresh the mask once f or g moved by more than SLACK * eps since it was computed
 SLACK = 4.0
 #: most clusters of the coarse problem (its dense kernel is COARSE_MAX^2 entries)
 COARSE_MAX = 2048
-#: rows of the bound's (rows, leaves) temporaries
-_CHUNK = 4096
 
 
 class TruncatedSoftmin(BlockKernel):
     """Block-truncated soft-min passes (points in kd-tree order, no stored kernel)."""
-
-    def keep_mask(self, f: Tensor, g: Tensor, eps: float) -> Tensor:
-        """Leaf pairs whose terms may exceed θ: the bound of the parent class, computed in
-        row chunks so that its temporaries stay ``(4096, N_leaves)``."""
-        nr, nc = len(self.rl) - 1, len(self.cl) - 1
-        A = torch.full((nr, nc), -math.inf, dtype=f.dtype, device=f.device)
-        for s in range(0, self.x.shape[0], _CHUNK):
-            va = (f[s : s + _CHUNK] - self.x2[s : s + _CHUNK])[:, None] \
-                + 2.0 * self.x[s : s + _CHUNK] @ self.q.T
-            A.scatter_reduce_(0, self.rseg[s : s + _CHUNK, None].expand_as(va), va, "amax")
-        B = torch.full((nc, nr), -math.inf, dtype=f.dtype, device=f.device)
-        for s in range(0, self.y.shape[0], _CHUNK):
-            vb = (g[s : s + _CHUNK] - self.y2[s : s + _CHUNK])[:, None] \
-                + 2.0 * self.y[s : s + _CHUNK] @ self.p.T
-            B.scatter_reduce_(0, self.cseg[s : s + _CHUNK, None].expand_as(vb), vb, "amax")
-        bound = A.add_(B.T).sub_(2.0 * self.p @ self.q.T) \
-            .add_(2.0 * self.rp[:, None] * self.rq[None, :])
-        return bound > eps * _log_theta(f.dtype)
 
     def update_mask(self, f: Tensor, g: Tensor, eps: float) -> float:
         """Recompute the kept columns of every row block and the kept rows of every column
@@ -173,19 +152,36 @@ def _setup(x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float]):
     return op, px, py, as_, bs, (xc, ac, yc, bc), coarse, eps_list[len(coarse):] or eps_list[-1:]
 
 
+def start_error(
+    x: Tensor, y: Tensor, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
+) -> float:
+    """L1 row-marginal error of the plan of ``(f, g)`` (original order), by one truncated
+    soft-min pass."""
+    op, px, py, a_, b_, *_ = _setup(x, y, a, b, [eps])
+    fs, gs = f[px], g[py]
+    op.update_mask(fs, gs, eps)
+    f_new = op.rows_softmin(gs, b_, eps)
+    return float((a_ * torch.expm1((fs - f_new) / eps).abs()).sum())
+
+
 def online_multiscale(
     x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float], tol: float,
-    max_iter: int, bar: tqdm,
+    max_iter: int, bar: tqdm, init: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, list[float], int, float, TruncatedSoftmin, Tensor, Tensor] | None:
     """Alternating log-domain Sinkhorn on truncated blocks.
 
-    Returns ``(f, g, errors, n_iter, eps, op, px, py)`` with the potentials in the
-    original order (``op`` works in kd-tree order ``px``, ``py``; see
-    :func:`truncated_values`), or ``None`` if a row or column lost every kept term.
+    ``init=(f, g)`` (original order) starts the first fine stage from these potentials
+    instead of the coarse solution. Returns ``(f, g, errors, n_iter, eps, op, px, py)``
+    with the potentials in the original order (``op`` works in kd-tree order ``px``,
+    ``py``; see :func:`truncated_values`), or ``None`` if a row or column lost every kept
+    term.
     """
     op, px, py, a_, b_, (xc, ac, yc, bc), coarse, fine = _setup(x, y, a, b, eps_list)
     it = 0
-    if coarse:
+    if init is not None:
+        f, g = init[0][px], init[1][py]
+        fine = eps_list
+    elif coarse:
         cc = torch.cdist(xc, yc).square_()
         fc, gc, _, _, it, _ = _dense_engine(cc, ac, bc, coarse, tol, max_iter, None, None,
                                             bar)

@@ -20,7 +20,7 @@ from torch import Tensor
 from otgen._validate import check_positive
 from otgen.ot._kernels import SLAB_BYTES, EnvelopeData, block_rows, envelope_value, softmin_rows
 from otgen.ot._multiscale import multiscale_eligible, sq_mean
-from otgen.ot._truncated import self_multiscale
+from otgen.ot._truncated import self_multiscale, start_error
 from otgen.ot.costs import AbstractCost, PNorm, SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import warn_not_converged
@@ -71,9 +71,12 @@ def sinkhorn_divergence(
     solver = Sinkhorn(eps=eps, tol=tol, max_iter=max_iter, online=online, keep_plan=False)
     # For nearby measures the self-transport potentials are an excellent start for the
     # cross term (exact when x = y); use them when their marginal error is already small.
-    # (the multiscale engines warm-start themselves on clusters; skip the dense check)
-    init = None if _truncatable(prob_xy, online) else (
-        (f_xx, f_yy) if _start_error(prob_xy, f_xx, f_yy, eps) < 3e-2 else None)
+    if _truncatable(prob_xy, online):
+        start = start_error(prob_xy.x.detach(), prob_xy.y.detach(), f_xx, f_yy,
+                            prob_xy.a.detach(), prob_xy.b.detach(), eps)
+    else:
+        start = _start_error(prob_xy, f_xx, f_yy, eps)
+    init = (f_xx, f_yy) if start < 3e-2 else None
     ot_xy = solver(prob_xy, init=init).objective
     value = ot_xy - 0.5 * (ot_xx + ot_yy)
     floor = 1e-4 if x.dtype != torch.float64 else 1e-8

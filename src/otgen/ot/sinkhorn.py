@@ -151,7 +151,7 @@ class Sinkhorn:
         cols = block_rows(m, n, itemsize, min(self.memory_budget, SLAB_BYTES))
         xd, yd, ad, bd = x.detach(), y.detach(), a.detach(), b.detach()
 
-        use_ms = not online and self._use_multiscale(prob, init)
+        use_ms = not online and init is None and self._use_multiscale(prob)
         # the multiscale engine never needs the dense cost matrix unless it finishes densely
         C = None if (online or use_ms) else prob.cost(xd, yd).detach()
         if C is not None:
@@ -182,8 +182,9 @@ class Sinkhorn:
                     C, ad, bd, eps_list, tol, self.max_iter, f0, g0, bar)
             else:
                 plan = None
-                trunc = online_multiscale(xd, yd, ad, bd, eps_list, tol, self.max_iter, bar) \
-                    if self._use_multiscale(prob, init) else None
+                trunc = online_multiscale(xd, yd, ad, bd, eps_list, tol, self.max_iter, bar,
+                                          None if f0 is None or g0 is None else (f0, g0)) \
+                    if self._use_multiscale(prob) else None
                 if trunc is not None:
                     f, g, errs, n_iter, eps, op, px, py = trunc
                     cost_v, mass = truncated_values(op, f, g, ad, bd, px, py, eps)
@@ -234,8 +235,8 @@ class Sinkhorn:
             method=method,
         )
 
-    def _use_multiscale(self, prob: LinearProblem, init: object) -> bool:
-        if self.multiscale is False or init is not None or not self.scaling:
+    def _use_multiscale(self, prob: LinearProblem) -> bool:
+        if self.multiscale is False or not self.scaling:
             return False
         if not isinstance(prob.cost, SqEuclidean):
             if self.multiscale:
