@@ -17,6 +17,12 @@ The state is always the pair of log-domain potentials ``(f, g)``. Two engines up
   square of the absorbed one: no exponential is recomputed.
 * **online** (the matrix does not fit): blockwise log-sum-exp soft-min updates of ``f, g``
   that never hold more than a ``(block, m)`` slab; memory is :math:`O(n + m)` plus the slab.
+* **multiscale** (squared Euclidean cost, ``min(n, m) >= 4096``, ``d <= 8``): the coarse
+  ε stages on kd-tree cluster centroids, the fine ones on the kernel truncated to the
+  blocks a rigorous bound cannot rule out (:mod:`otgen.ot._multiscale`); stored when the
+  matrix fits (the result is then checked on the full plan and finished densely if
+  needed), recomputed block by block per sweep otherwise (:mod:`otgen.ot._truncated`).
+  ``result.method`` names the engine that ran.
 
 Stopping: the L1 marginal error :math:`\|P 1 - a\|_1` after each column update (columns
 are then exact) falls below ``tol``. Non-convergence sets ``converged=False`` and warns.
@@ -102,10 +108,10 @@ class Sinkhorn:
         strict: Raise ``RuntimeError`` instead of warning when not converged.
         progress: Show a progress bar (``None``: only for solves longer than a second).
         multiscale: Squared Euclidean cost only: solve the coarse ε stages on kd-tree
-            cluster centroids and the fine ones on a block-truncated kernel
-            (:mod:`otgen.ot._multiscale`); the final potentials are checked on the full
-            plan and finished by the dense engine if needed. ``None``: automatic for
-            dense problems with ``min(n, m) >= 4096`` and ``d <= 8``. When truncation
+            cluster centroids and the fine ones on a block-truncated kernel (stored for
+            dense problems, where the final potentials are checked on the full plan and
+            finished by the dense engine if needed; recomputed per sweep for online ones).
+            ``None``: automatic when ``min(n, m) >= 4096`` and ``d <= 8``. When truncation
             would keep more than half the kernel the dense engine runs instead;
             ``result.method`` says which engine ran (``"sinkhorn-multiscale"``).
     Example:
