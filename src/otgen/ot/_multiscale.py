@@ -252,9 +252,15 @@ class BlockKernel:
         """``(N_rows_leaves, N_col_leaves)`` leaf pairs whose entries may exceed θ."""
         A = _leaf_max(self.x, f - self.x2, self.q, self.rl)  # (N_r, N_c)
         B = _leaf_max(self.y, g - self.y2, self.p, self.cl)  # (N_c, N_r)
-        bound = A.add_(B.T).sub_(2.0 * self.p @ self.q.T) \
-            .add_(2.0 * self.rp[:, None] * self.rq[None, :])
-        return bound > eps * _log_theta(f.dtype)
+        keep = torch.empty(A.shape, dtype=torch.bool, device=A.device)
+        thr = eps * _log_theta(f.dtype)
+        step = max(1, (1 << 22) // max(1, A.shape[1]))  # row-leaf chunks: no (N_r, N_c) temps
+        for s in range(0, A.shape[0], step):
+            sl = slice(s, s + step)
+            bound = A[sl].add_(B[:, sl].T).sub_(2.0 * self.p[sl] @ self.q.T) \
+                .add_(2.0 * self.rp[sl, None] * self.rq[None, :])
+            keep[sl] = bound > thr
+        return keep
 
     def build(self, f: Tensor, g: Tensor, eps: float, max_density: float = 1.0) -> float:
         """(Re)build the truncated kernel at ``(f, g, eps)``; returns the kept fraction.
