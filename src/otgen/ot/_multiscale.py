@@ -56,6 +56,8 @@ MIN_POINTS = 4096
 LEAF, BLOCK = 16, 64
 #: coarse stages while eps >= KAPPA * (mean squared cluster radius)
 KAPPA = 4.0
+#: most clusters of the coarse problem (its dense kernel is COARSE_MAX^2 entries)
+COARSE_MAX = 2048
 #: the block kernel is used only while at most this fraction of blocks is kept
 MAX_DENSITY = 0.5
 #: rebuild the truncated kernel once the dropped entries may have grown by e^SLACK
@@ -311,6 +313,36 @@ class BlockKernel:
         return out
 
 
+def prepare(x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float],
+            kernel: type[BlockKernel]) -> tuple:
+    """Common set-up of the multiscale engines.
+
+    Centres both clouds on ``mean(y)`` (the ``|x|^2`` terms of the bound stay at the
+    clouds' scale), orders them by kd-trees, builds the coarse clusters (at most
+    ``COARSE_MAX``) and splits ``eps_list`` into coarse and fine stages. Returns
+    ``(op, px, py, a_sorted, b_sorted, (xc, ac, yc, bc), coarse, fine)`` with ``op`` a
+    ``kernel`` over the sorted, centred points.
+    """
+    centre = y.mean(0)
+    x, y = x - centre, y - centre
+    n, m = x.shape[0], y.shape[0]
+    lv = max(1, round(math.log2(min(n, m) / LEAF)))
+    lb = max(0, lv - round(math.log2(BLOCK / LEAF)))
+    lc = min(lv, max(1, int(math.log2(COARSE_MAX))))  # coarse level
+    px, bx = kd_order(x, lv)
+    py, by = kd_order(y, lv)
+    xs, ys, as_, bs = x[px], y[py], a[px], b[py]
+    xc, ac, vx = _clusters(xs, as_, bx[lc])
+    yc, bc, vy = _clusters(ys, bs, by[lc])
+    switch = KAPPA * max(vx, vy)
+    # coarse stages: those the clusters resolve; the last of them is repeated at the
+    # fine level (from the extended potentials), or the target ε is when all are coarse
+    coarse = [e for e in eps_list if e >= switch]
+    fine = eps_list[len(coarse):] or eps_list[-1:]
+    op = kernel(xs, ys, bx[lv], by[lv], 2 ** (lv - lb))
+    return op, px, py, as_, bs, (xc, ac, yc, bc), coarse, fine
+
+
 def multiscale_engine(
     x: Tensor, y: Tensor, cost_matrix: Callable[[], Tensor], a: Tensor, b: Tensor,
     eps_list: list[float], tol: float, max_iter: int, bar: tqdm,
@@ -332,20 +364,9 @@ def multiscale_engine(
         ``engine`` names what ran (``"sinkhorn-multiscale"`` or ``"sinkhorn"``).
     """
     n, m = x.shape[0], y.shape[0]
-    centre = y.mean(0)
-    x, y = x - centre, y - centre  # |x|^2 terms of the bound stay at the clouds' scale
-    lv = max(1, round(math.log2(min(n, m) / LEAF)))
-    lb = max(0, lv - round(math.log2(BLOCK / LEAF)))
-    px, bx = kd_order(x, lv)
-    py, by = kd_order(y, lv)
-    xs, ys, as_, bs = x[px], y[py], a[px], b[py]
-    xc, ac, vx = _clusters(xs, as_, bx[lv])
-    yc, bc, vy = _clusters(ys, bs, by[lv])
-    switch = KAPPA * max(vx, vy)
-    # coarse stages: those the clusters resolve; the last of them is repeated at the
-    # fine level (from the extended potentials), or the target ε is when all are coarse
-    coarse = [e for e in eps_list if e >= switch]
-    fine = eps_list[len(coarse):] or eps_list[-1:]
+    op, px, py, as_, bs, (xc, ac, yc, bc), coarse, fine = prepare(x, y, a, b, eps_list,
+                                                                  BlockKernel)
+    xs, ys = op.x, op.y
     it = 0
     if coarse:
         cc = torch.cdist(xc, yc).square_()
@@ -356,7 +377,6 @@ def multiscale_engine(
     else:
         f = torch.zeros(n, dtype=x.dtype, device=x.device)
         g = torch.zeros(m, dtype=x.dtype, device=x.device)
-    op = BlockKernel(xs, ys, bx[lv], by[lv], 2 ** (lv - lb))
     k = 0  # first stage sparse enough for the block kernel
     while k < len(fine) and op.build(f, g, fine[k], MAX_DENSITY) > MAX_DENSITY:
         k += 1

@@ -26,13 +26,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from otgen.ot._multiscale import (
-    LEAF,
     BlockKernel,
-    _clusters,
     _softmin,
     _unsort,
     exp_floor,
-    kd_order,
+    prepare,
 )
 from otgen.ot._sinkhorn_dense import _STAGE_TOL, _adapt_omega, _dense_engine
 
@@ -40,8 +38,6 @@ __all__ = ["TruncatedSoftmin", "online_multiscale", "self_multiscale", "start_er
 
 #: refresh the mask once f or g moved by more than SLACK * eps since it was computed
 SLACK = 4.0
-#: most clusters of the coarse problem (its dense kernel is COARSE_MAX^2 entries)
-COARSE_MAX = 2048
 
 
 class TruncatedSoftmin(BlockKernel):
@@ -128,28 +124,8 @@ def _pass(
     return out
 
 
-def _setup(x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float]):
-    """kd-tree orders, the coarse clusters and the split of ``eps_list`` into coarse and
-    fine stages."""
-    from otgen.ot._multiscale import BLOCK, KAPPA
-
-    centre = y.mean(0)
-    x, y = x - centre, y - centre
-    n, m = x.shape[0], y.shape[0]
-    lv = max(1, round(math.log2(min(n, m) / LEAF)))
-    lb = max(0, lv - round(math.log2(BLOCK / LEAF)))
-    lc = min(lv, max(1, int(math.log2(COARSE_MAX))))  # coarse level: <= COARSE_MAX clusters
-    px, bx = kd_order(x, lv)
-    py, by = kd_order(y, lv)
-    xs, ys, as_, bs = x[px], y[py], a[px], b[py]
-    xc, ac, vx = _clusters(xs, as_, bx[lc])
-    yc, bc, vy = _clusters(ys, bs, by[lc])
-    switch = KAPPA * max(vx, vy)
-    # coarse stages: those the clusters resolve; the last of them is repeated at the
-    # fine level (from the extended potentials), or the target ε is when all are coarse
-    coarse = [e for e in eps_list if e >= switch]
-    op = TruncatedSoftmin(xs, ys, bx[lv], by[lv], 2 ** (lv - lb))
-    return op, px, py, as_, bs, (xc, ac, yc, bc), coarse, eps_list[len(coarse):] or eps_list[-1:]
+def _setup(x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float]) -> tuple:
+    return prepare(x, y, a, b, eps_list, TruncatedSoftmin)
 
 
 def start_error(
