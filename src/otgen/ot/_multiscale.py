@@ -45,7 +45,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from otgen.ot._sinkhorn_dense import _STAGE_TOL, _adapt_omega, _dense_engine, _relax
+from otgen.ot._sinkhorn_dense import (
+    _STAGE_TOL,
+    _adapt_omega,
+    _dense_engine,
+    _positive_finite,
+    _relax,
+)
 
 __all__ = ["exp_floor", "full_plan", "kd_order", "multiscale_eligible", "multiscale_engine",
            "plan_cost", "sq_mean"]
@@ -98,8 +104,7 @@ def full_plan(
     c = y.mean(0)
     xc, yc = x - c, y - c
     x2, y2 = (xc * xc).sum(1), (yc * yc).sum(1)
-    la = torch.where(a > 0, a.log(), torch.full_like(a, -1e4))
-    lb = torch.where(b > 0, b.log(), torch.full_like(b, -1e4))
+    la, lb = _log_pos(a), _log_pos(b)
     xa = torch.cat([2.0 * xc / eps, ((f - x2) / eps + la)[:, None],
                     torch.ones_like(f)[:, None]], dim=1)  # (n, d + 2)
     ya = torch.cat([yc, torch.ones_like(g)[:, None], ((g - y2) / eps + lb)[:, None]], dim=1)
@@ -182,16 +187,32 @@ def _clusters(x: Tensor, a: Tensor, bounds: list[int]) -> tuple[Tensor, Tensor, 
     return cen, mass, var
 
 
+def _log_pos(w: Tensor) -> Tensor:
+    """``log w`` where ``w > 0``, else -1e4 (exponent far below :func:`exp_floor`: no
+    ``-inf`` enters a GEMM)."""
+    return torch.where(w > 0, w.clamp_min(1e-300).log(), torch.full_like(w, -1e4))
+
+
+def _lse_rows(z: Tensor) -> Tensor:
+    """Row log-sum-exp of ``z`` ``(rows, k)`` (overwritten), max-shifted, exponents floored
+    at :func:`exp_floor`. ``(rows,)``"""
+    top = z.amax(1, keepdim=True)
+    return z.sub_(top).clamp_min_(exp_floor(z.dtype)).exp_().sum(1).log_().add_(top.squeeze(1))
+
+
+def _group(bounds: list[int], k: int) -> list[int]:
+    """Offsets of consecutive groups of ``k`` segments of ``bounds`` (last group shorter)."""
+    return bounds[::k] if (len(bounds) - 1) % k == 0 else bounds[::k] + [bounds[-1]]
+
+
 def _softmin(x: Tensor, yc: Tensor, gc: Tensor, bc: Tensor, eps: float) -> Tensor:
     """``-eps log sum_J bc_J exp((gc_J - |x_i - yc_J|^2) / eps)`` for all ``i``. ``(n,)``"""
-    lb = torch.where(bc > 0, bc.clamp_min(1e-300).log(), torch.full_like(bc, -math.inf))
+    lb = _log_pos(bc)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     rows = max(1, (1 << 22) // max(1, yc.shape[0]))
     for s in range(0, x.shape[0], rows):
         z = torch.cdist(x[s : s + rows], yc).square_().neg_().add_(gc).div_(eps).add_(lb)
-        top = z.amax(1, keepdim=True)  # (rows, 1), finite: every row has a positive mass
-        z = z.sub_(top).clamp_min_(exp_floor(z.dtype)).exp_().sum(1).log_()
-        out[s : s + rows] = -eps * (z + top.squeeze(1))
+        out[s : s + rows] = _lse_rows(z).mul_(-eps)
     return out
 
 
@@ -228,7 +249,8 @@ class BlockKernel:
 
     def __init__(self, x: Tensor, y: Tensor, rl: list[int], cl: list[int], group: int) -> None:
         self.x, self.y, self.rl, self.cl, self.group = x, y, rl, cl, group
-        self.rb = rl[::group] if (len(rl) - 1) % group == 0 else rl[::group] + [rl[-1]]
+        self.rb = _group(rl, group)  # row blocks
+        self.cb = _group(cl, group)  # column blocks
         self.rseg, self.cseg = _segments(rl, x.device), _segments(cl, x.device)
         self.p, self.rp = self._centres(x, rl, self.rseg)
         self.q, self.rq = self._centres(y, cl, self.cseg)
@@ -427,11 +449,11 @@ def _block_stages(
         history: list[float] = []
         s = op.mv(b)
         while it < max_iter:
-            if not bool(((s > 0) & torch.isfinite(s)).all()):
+            if not _positive_finite(s):
                 return None
             u = _relax(u, 1.0 / s, omega)
             t = op.rmv(u * a)
-            if not bool(((t > 0) & torch.isfinite(t)).all()):
+            if not _positive_finite(t):
                 return None
             v = _relax(v, 1.0 / t, omega)
             s = op.mv(v * b)

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from otgen.ot._multiscale import (
     BlockKernel,
+    _log_pos,
+    _lse_rows,
     _softmin,
     _unsort,
     exp_floor,
@@ -51,7 +53,7 @@ class TruncatedSoftmin(BlockKernel):
             self.cseg]).flatten() for i in range(len(self.rb) - 1)]
         keep_t = keep.T
         self.rows_of = [torch.nonzero(keep_t[j * self.group : (j + 1) * self.group].any(0)[
-            self.rseg]).flatten() for j in range(len(self.cbk) - 1)]
+            self.rseg]).flatten() for j in range(len(self.cb) - 1)]
         kept = sum((self.rb[i + 1] - self.rb[i]) * int(c.numel())
                    for i, c in enumerate(self.cols))
         self.density = kept / (self.x.shape[0] * self.y.shape[0])
@@ -65,19 +67,13 @@ class TruncatedSoftmin(BlockKernel):
         rise = float((f - self.f_ref).max()) + float((g - self.g_ref).max())
         return rise > SLACK * eps
 
-    @property
-    def cbk(self) -> list[int]:
-        """Column block offsets (groups of ``group`` column leaves)."""
-        cl, k = self.cl, self.group
-        return cl[::k] if (len(cl) - 1) % k == 0 else cl[::k] + [cl[-1]]
-
     def rows_softmin(self, g: Tensor, b: Tensor, eps: float) -> Tensor:
         """``f_i = -eps log sum_{j kept} b_j exp((g_j - |x_i - y_j|^2) / eps)``. ``(n,)``"""
         return _pass(self.x, self.x2, self.y, self.y2, g, b, eps, self.rb, self.cols)
 
     def cols_softmin(self, f: Tensor, a: Tensor, eps: float) -> Tensor:
         """``g_j = -eps log sum_{i kept} a_i exp((f_i - |x_i - y_j|^2) / eps)``. ``(m,)``"""
-        return _pass(self.y, self.y2, self.x, self.x2, f, a, eps, self.cbk, self.rows_of)
+        return _pass(self.y, self.y2, self.x, self.x2, f, a, eps, self.cb, self.rows_of)
 
     def values(self, f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps: float
                ) -> tuple[Tensor, Tensor]:
@@ -96,10 +92,6 @@ class TruncatedSoftmin(BlockKernel):
         return total.to(f.dtype), mass.to(f.dtype)
 
 
-def _log_pos(w: Tensor) -> Tensor:
-    return torch.where(w > 0, w.clamp_min(1e-300).log(), torch.full_like(w, -1e4))
-
-
 def _pass(
     x: Tensor, x2: Tensor, y: Tensor, y2: Tensor, h: Tensor, w: Tensor, eps: float,
     bounds: list[int], lists: list[Tensor],
@@ -111,21 +103,13 @@ def _pass(
                    dim=1)  # (m, d + 2)
     xa = torch.cat([2.0 * x / eps, (-x2 / eps)[:, None], torch.ones_like(x2)[:, None]], dim=1)
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    floor = exp_floor(x.dtype)
     for i, idx in enumerate(lists):
         sl = slice(bounds[i], bounds[i + 1])
         if idx.numel() == 0:
             out[sl] = math.inf  # no kept term: reported as a failure by the caller
             continue
-        z = xa[sl] @ ya[idx].T  # (rows, width)
-        top = z.amax(1, keepdim=True)
-        s = z.sub_(top).clamp_min_(floor).exp_().sum(1)
-        out[sl] = -eps * (s.log_() + top.squeeze(1))
+        out[sl] = _lse_rows(xa[sl] @ ya[idx].T).mul_(-eps)  # (rows, width) slab
     return out
-
-
-def _setup(x: Tensor, y: Tensor, a: Tensor, b: Tensor, eps_list: list[float]) -> tuple:
-    return prepare(x, y, a, b, eps_list, TruncatedSoftmin)
 
 
 def start_error(
@@ -133,7 +117,7 @@ def start_error(
 ) -> float:
     """L1 row-marginal error of the plan of ``(f, g)`` (original order), by one truncated
     soft-min pass."""
-    op, px, py, a_, b_, *_ = _setup(x, y, a, b, [eps])
+    op, px, py, a_, b_, *_ = prepare(x, y, a, b, [eps], TruncatedSoftmin)
     fs, gs = f[px], g[py]
     op.update_mask(fs, gs, eps)
     f_new = op.rows_softmin(gs, b_, eps)
@@ -152,7 +136,8 @@ def online_multiscale(
     ``py``; see :func:`truncated_values`), or ``None`` if a row or column lost every kept
     term.
     """
-    op, px, py, a_, b_, (xc, ac, yc, bc), coarse, fine = _setup(x, y, a, b, eps_list)
+    op, px, py, a_, b_, (xc, ac, yc, bc), coarse, fine = prepare(
+        x, y, a, b, eps_list, TruncatedSoftmin)
     it = 0
     if init is not None:
         f, g = init[0][px], init[1][py]
@@ -215,7 +200,7 @@ def self_multiscale(
 ) -> tuple[Tensor, float, int] | None:
     """Symmetric fixed point ``f <- (f + softmin(f)) / 2`` of OT_ε(α, α) on truncated blocks,
     coarse stages on clusters. Returns ``(f, error, n_iter)`` (original order) or ``None``."""
-    op, px, _, a_, _, (xc, ac, _, _), coarse, fine = _setup(x, x, a, a, eps_list)
+    op, px, _, a_, _, (xc, ac, _, _), coarse, fine = prepare(x, x, a, a, eps_list, TruncatedSoftmin)
     it = 0
     if coarse:
         fc = torch.zeros(xc.shape[0], dtype=x.dtype, device=x.device)
