@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from otgen._validate import check_finite, check_positive_or_none
-from otgen.ot.exact import _emd_plan, prefer_assignment
+from otgen.ot.exact import assignment_permutation
 from otgen.ot.problem import LinearProblem
 from otgen.ot.sinkhorn import Sinkhorn
 
@@ -128,44 +128,6 @@ def _cost(a: np.ndarray, b: np.ndarray, x0: Tensor, x1: Tensor) -> np.ndarray:
         raise ValueError("`x0`, `x1` have entries so large that their products overflow "
                          "float64; rescale the data.")
     return np.dot(a, b.T)  # (B, B) float64 (a is promoted)
-
-
-_UNIFORM: dict[int, np.ndarray] = {}
-
-
-def _uniform(n: int) -> np.ndarray:
-    """Read-only uniform weights ``(n,)`` of 1/n, cached per ``n``."""
-    w = _UNIFORM.get(n)
-    if w is None:
-        w = np.full(n, 1.0 / n)
-        w.flags.writeable = False
-        _UNIFORM[n] = w
-    return w
-
-
-def assignment_permutation(C: np.ndarray, d: int) -> np.ndarray:
-    """Optimal permutation of a square float64 matrix ``C`` (from :func:`assignment_cost`).
-
-    Calls the compiled solver that :func:`otgen.ot.exact.prefer_assignment` picks for
-    ``(B, d)`` batches (scipy's ``linear_sum_assignment`` or POT's network simplex) and
-    nothing else.
-
-    Args:
-        C: ``(B, B)`` float64 C-contiguous array.
-        d: Dimension of the samples (it picks the solver).
-    Returns:
-        ``sigma``, ``(B,)`` int64: row ``i`` is matched to column ``sigma[i]``.
-    """
-    n = C.shape[0]
-    if prefer_assignment(n, d):
-        import scipy.optimize
-
-        return scipy.optimize.linear_sum_assignment(C)[1]  # square: rows are arange(n)
-    plan, ok = _emd_plan(_uniform(n), C, max(10**7, 400 * n * n))
-    if not ok:
-        raise RuntimeError("network simplex did not converge on the assignment; report "
-                           "this problem (its pivot limit was 400 n^2)")
-    return plan.argmax(1)  # a vertex = permutation matrix / n: one non-zero per row
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +30,11 @@ from torch import Tensor
 
 from otgen._validate import check_finite, check_int
 from otgen.ot._kernels import EnvelopeData, envelope_value
-from otgen.ot.costs import AbstractCost
+from otgen.ot.costs import AbstractCost, SqEuclidean
 from otgen.ot.problem import LinearProblem
 from otgen.ot.result import OTResult, warn_not_converged
 
-__all__ = ["Exact", "assignment", "emd_numpy", "prefer_assignment"]
+__all__ = ["Exact", "assignment", "assignment_permutation", "emd_numpy", "prefer_assignment"]
 
 
 def prefer_assignment(n: int, d: int) -> bool:
@@ -50,6 +51,10 @@ def assignment(x: Tensor, y: Tensor, cost: str | AbstractCost = "sqeuclidean") -
     r"""Optimal assignment (Monge problem between equal-size uniform clouds).
 
     .. math:: \sigma^\star = \arg\min_{\sigma \in S_n} \sum_i c(x_i, y_{\sigma(i)})
+
+    For the squared Euclidean cost the solver sees :math:`-2\langle x_i, y_j\rangle`:
+    :math:`|x_i|^2 + |y_j|^2` adds the same constant to every permutation's cost, so the
+    argmin is unchanged and the matrix costs one product.
 
     Args:
         x, y: ``(n, d)`` clouds of the same size.
@@ -68,28 +73,61 @@ def assignment(x: Tensor, y: Tensor, cost: str | AbstractCost = "sqeuclidean") -
         raise ValueError(f"`assignment` needs clouds of one size, got {n} and {m}; use "
                          "otgen.ot.solve for unequal sizes.")
     with torch.no_grad():
-        C = prob.cost(x.detach(), y.detach())
-        check_finite("cost matrix", C)
-    return _assign(C, x.shape[1])
+        if isinstance(prob.cost, SqEuclidean):
+            check_finite("x", x)
+            check_finite("y", y)
+            a = x.detach().to(dtype=torch.float64, device="cpu").numpy()
+            b = y.detach().to(dtype=torch.float64, device="cpu").numpy()
+            C64 = np.ascontiguousarray(-2.0 * (a @ b.T))  # (n, n)
+        else:
+            C = prob.cost(x.detach(), y.detach())
+            check_finite("cost matrix", C)
+            C64 = np.ascontiguousarray(C.to(dtype=torch.float64, device="cpu").numpy())
+    sigma = assignment_permutation(C64, x.shape[1])
+    return torch.from_numpy(sigma).to(x.device)
 
 
 def _assign(C: Tensor, d: int) -> Tensor:
-    n = C.shape[0]
+    """:func:`assignment_permutation` of a torch cost matrix, on ``C``'s device."""
     C64 = np.ascontiguousarray(C.to(dtype=torch.float64, device="cpu").numpy())
-    if prefer_assignment(n, d):
-        import scipy.optimize
+    return torch.from_numpy(assignment_permutation(C64, d)).to(C.device)
 
-        rows, cols = scipy.optimize.linear_sum_assignment(C64)
-        sigma = np.empty(n, dtype=np.int64)
-        sigma[rows] = cols
-    else:
+
+def assignment_permutation(C: np.ndarray, d: int) -> np.ndarray:
+    """Optimal permutation of a square float64 matrix ``C``.
+
+    Calls the compiled solver that :func:`prefer_assignment` picks for ``(n, d)`` clouds
+    (scipy's ``linear_sum_assignment`` or POT's network simplex) and nothing else.
+
+    Args:
+        C: ``(n, n)`` float64 C-contiguous array, finite.
+        d: Dimension of the samples (it picks the solver).
+    Returns:
+        ``sigma``, ``(n,)`` int64: row ``i`` is matched to column ``sigma[i]``.
+    """
+    n = C.shape[0]
+    if prefer_assignment(n, d):
+        import scipy.optimize  # lazily: importing it costs ~0.3 s
+
+        return scipy.optimize.linear_sum_assignment(C)[1]  # square: rows are arange(n)
+    plan, ok = _emd_plan(_uniform(n), C, max(10**7, 400 * n * n))
+    if not ok:
+        raise RuntimeError("network simplex did not converge on the assignment; report "
+                           "this problem (its pivot limit was 400 n^2)")
+    return plan.argmax(1)  # a vertex = permutation matrix / n: one non-zero per row
+
+
+_UNIFORM: dict[int, np.ndarray] = {}
+
+
+def _uniform(n: int) -> np.ndarray:
+    """Read-only uniform weights ``(n,)`` of 1/n, cached per ``n``."""
+    w = _UNIFORM.get(n)
+    if w is None:
         w = np.full(n, 1.0 / n)
-        plan, ok = _emd_plan(w, C64, max(10**7, 400 * n * n))
-        if not ok:
-            raise RuntimeError("network simplex did not converge on the assignment; "
-                               "report this problem (its pivot limit was 400 n^2)")
-        sigma = plan.argmax(1)
-    return torch.from_numpy(sigma).to(C.device)
+        w.flags.writeable = False
+        _UNIFORM[n] = w
+    return w
 
 
 def _emd_plan(w: np.ndarray, C64: np.ndarray, max_iter: int) -> tuple[np.ndarray, bool]:
@@ -98,13 +136,25 @@ def _emd_plan(w: np.ndarray, C64: np.ndarray, max_iter: int) -> tuple[np.ndarray
     checks, zero-weight filtering, dual centring) costs ~0.5 ms per call at n = 256, more
     than everything else in the OT-CFM coupling; none of it applies to positive uniform
     weights. Falls back to ``ot.emd`` if POT's private entry point moves."""
-    try:
-        from ot.lp.emd_wrap import emd_c
-    except ImportError:  # pragma: no cover - depends on the POT version
+    emd_c = _EMD_C[0] if _EMD_C else _load_emd_c()
+    if emd_c is None:  # pragma: no cover - depends on the POT version
         plan, _, _, ok, _ = emd_numpy(w, w, C64, max_iter)
         return plan, ok
     plan, _, _, _, code = emd_c(w, w, C64, max_iter, 1)
     return plan, int(code) == 1
+
+
+#: POT's compiled ``emd_c`` once loaded (importing POT takes seconds: done on first use)
+_EMD_C: list[Any] = []
+
+
+def _load_emd_c() -> Any:
+    try:
+        from ot.lp.emd_wrap import emd_c
+    except ImportError:  # pragma: no cover - depends on the POT version
+        emd_c = None
+    _EMD_C.append(emd_c)
+    return emd_c
 
 
 def emd_numpy(
