@@ -17,6 +17,7 @@ from otgen.flows import (
     VPPath,
     make_matcher,
 )
+from otgen.flows.couplings import sample_rows
 from otgen.ot import solve
 
 D = torch.float64
@@ -105,6 +106,23 @@ def test_entropic_coupling_follows_the_plan_rows():
         counts[torch.arange(6), j] += 1
     freq = counts / 600  # each entry: standard error <= 0.5 / sqrt(600) = 0.02
     torch.testing.assert_close(freq, plan * 6, atol=0.07, rtol=0)
+
+
+def test_sample_rows_draws_each_column_with_its_row_probability():
+    # rows with a zero entry (never drawn), mass on the last column (the clamp), unnormalised
+    plan = torch.tensor([[0.0, 1.0, 3.0, 0.0], [2.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 5.0]],
+                        dtype=D)
+    g = torch.Generator().manual_seed(3)
+    n = 20_000
+    counts = torch.zeros_like(plan)
+    for _ in range(n // 1000):
+        j = sample_rows(plan.repeat(1000, 1), g).reshape(1000, 3)
+        counts += torch.nn.functional.one_hot(j, 4).sum(0).to(D)
+    freq = counts / n
+    target = plan / plan.sum(1, keepdim=True)
+    assert torch.all(freq[target == 0] == 0)  # zero-probability entries are never drawn
+    # binomial standard error <= 0.5 / sqrt(n) = 0.0035; 5 s.e.
+    torch.testing.assert_close(freq, target, atol=0.018, rtol=0)
 
 
 def test_independent_coupling_is_identity():

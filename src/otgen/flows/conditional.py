@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from otgen._validate import check_choice, check_finite, check_positive_or_none
+from otgen.flows._losses import sq_error
 from otgen.flows.couplings import AbstractCoupling, ExactOTCoupling, IndependentCoupling
 from otgen.flows.matchers import FlowMatcher
 from otgen.flows.paths import AbstractPath, LinearPath, PathSample
@@ -264,7 +265,7 @@ class ConditionalFlowMatcher:
         """
         b = self.sample(x0, x1, y1, generator, pairs=pairs)
         v = field(b.t, b.xt, b.c)  # type: ignore[operator]
-        return ((v - b.ut) ** 2).reshape(v.shape[0], -1).sum(1).mean()
+        return sq_error(v, b.ut)
 
 
 def make_conditional_matcher(coupling: str = "label-ot", *, sigma: float = 0.0,

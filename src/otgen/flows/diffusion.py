@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from otgen._validate import check_positive
+from otgen.flows._losses import sq_error
 from otgen.flows.couplings import AbstractCoupling, IndependentCoupling
 from otgen.flows.likelihood import LikelihoodResult, log_likelihood, standard_normal_logprob
 from otgen.gradflows.sdes import VPSDE
@@ -266,7 +267,7 @@ class DiffusionMatcher:
                                           device=x0.device)
         xt = self.noised(x0, x1, t)
         out = field(t, xt, cond[j]) if cond is not None else field(t, xt)
-        return ((out - x0) ** 2).reshape(x0.shape[0], -1).sum(1).mean()
+        return sq_error(out, x0)
 
     def score(self, eps: nn.Module | Fn) -> EpsScore:
         """The score model of a noise-prediction network."""

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from otgen._validate import check_choice, check_positive
+from otgen.flows._losses import sq_error
 from otgen.flows.couplings import (
     AbstractCoupling,
     EntropicOTCoupling,
@@ -123,7 +124,7 @@ class FlowMatcher:
             v = field(b.t, b.xt, cond[b.j])
         else:
             v = field(b.t, b.xt)
-        loss = ((v - b.ut) ** 2).reshape(v.shape[0], -1).sum(1).mean()
+        loss = sq_error(v, b.ut)
         if score is not None:
             loss = loss + self.score_loss(score, b)
         return loss
@@ -136,7 +137,7 @@ class FlowMatcher:
         tp = b.t.reshape(-1, *([1] * (b.xt.ndim - 1)))
         lam = 2 * self.path.sigma_t(tp) / sig**2
         s = score(b.t, b.xt)
-        return ((lam * s + b.draw.eps) ** 2).reshape(s.shape[0], -1).sum(1).mean()
+        return sq_error(lam * s, -b.draw.eps)
 
 
 def make_matcher(method: str = "otcfm", *, sigma: float | None = None,
