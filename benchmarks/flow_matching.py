@@ -707,7 +707,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--libs", nargs="+", default=list(LIBS),
                    choices=[v + e for v in (*LIBS, "otgen-sync", "torchcfm-perm")
                             for e in ("", "+ema")],
-                   help="torchcfm-perm (OT-CFM diagnostic): TorchCFM with its plan sampled "
+                   help="LIB+ema: the same loop, evaluating the EMA of the weights (decay "
+                   "--ema); torchcfm-perm (OT-CFM diagnostic): TorchCFM with its plan sampled "
                    "without replacement, i.e. a permutation like otgen's coupling")
     p.add_argument("--ema", type=float, default=0.999,
                    help="EMA decay of the evaluated weights for the LIB+ema variants, the same "
