@@ -141,3 +141,19 @@ def test_shape_mismatch():
     x0, x1 = _batch(8, 2, 11)
     with pytest.raises(ValueError, match="one shape"):
         ExactOTCoupling()(x0, x1[:, :1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_input_route_pairs_the_same_rows_and_keeps_autograd(dtype):
+    # plain CPU matrices take the NumPy gather, images and grad-tracking inputs take
+    # index_select: same permutation, same paired rows, dtype kept, gradients flow
+    x0, x1 = _batch(48, 4, 11, dtype)
+    a0, a1, j = ExactOTCoupling()(x0, x1)
+    assert a1.dtype == dtype and torch.equal(a0, x0) and torch.equal(a1, x1[j])
+    _, i1, ji = ExactOTCoupling()(x0.reshape(48, 2, 2, 1), x1.reshape(48, 2, 2, 1))
+    assert torch.equal(ji, j) and torch.equal(i1.reshape(48, 4), a1)
+    leaf = x1.clone().requires_grad_(True)
+    _, g1, jg = ExactOTCoupling()(x0, leaf)
+    assert torch.equal(jg, j) and torch.equal(g1.detach(), a1)
+    g1.sum().backward()
+    assert leaf.grad is not None and torch.equal(leaf.grad, torch.ones_like(x1))
