@@ -9,6 +9,7 @@ grows large (Schmitzer 2019). See :mod:`otgen.ot.sinkhorn` for the problem and c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -185,3 +186,64 @@ def _refresh(
     f = -eps * torch.logsumexp((g[None, :] - C) / eps + lb[None, :], dim=1)
     g = -eps * torch.logsumexp((f[:, None] - C) / eps + la[:, None], dim=0)
     return f, g, _kernel(C, f, g, eps), torch.ones_like(f), torch.ones_like(g)
+
+
+def _log_stages(
+    rows: Callable[[Tensor, float], Tensor], cols: Callable[[Tensor, float], Tensor],
+    f: Tensor, g: Tensor, a: Tensor, b: Tensor, eps_list: list[float], tol: float,
+    max_iter: int, it: int, bar: tqdm, *,
+    on_stage: Callable[[Tensor, Tensor, float], Tensor] | None = None,
+    after_sweep: Callable[[Tensor, Tensor, float], None] | None = None,
+    require_finite: bool = False,
+) -> tuple[Tensor, Tensor, list[float], int, float] | None:
+    r"""Alternating log-domain Sinkhorn over an ε schedule, with over-relaxation.
+
+    One sweep: :math:`g \leftarrow (1-\omega) g + \omega\,\mathrm{cols}(f, \varepsilon)`,
+    :math:`f_{new} = \mathrm{rows}(g, \varepsilon)`; the error is the L1 error of both
+    marginals of the plan of :math:`(f, g)`, :math:`\sum_i a_i |e^{(f_i - f_{new,i})/\varepsilon}
+    - 1| + \sum_j b_j |e^{(g_j - g_{new,j})/\varepsilon} - 1|`. Intermediate stages stop at
+    ``max(tol, _STAGE_TOL)``, the last at ``tol``; only the last stage's errors are kept.
+
+    Args:
+        rows: ``rows(g, eps) -> (n,)``, the row soft-min of ``g`` weighted by ``b``.
+        cols: ``cols(f, eps) -> (m,)``, the column soft-min of ``f`` weighted by ``a``.
+        f, g: Starting potentials ``(n,)``, ``(m,)``; ``it``: sweeps already done.
+        on_stage: ``on_stage(f, g, eps) -> f`` at the start of each stage (else ``f`` is
+            kept).
+        after_sweep: ``after_sweep(f, g, eps)`` after every sweep that does not stop.
+        require_finite: Return ``None`` when a soft-min is not finite.
+    Returns:
+        ``(f, g, errors, n_iter, eps)`` with ``eps`` the stage it stopped in, or ``None``.
+    """
+    errs: list[float] = []
+    err, omega, eps = math.inf, 1.0, eps_list[0]
+    for stage, eps in enumerate(eps_list):
+        last = stage == len(eps_list) - 1
+        if on_stage is not None:
+            f = on_stage(f, g, eps)
+        target = tol if last else max(tol, _STAGE_TOL)
+        history: list[float] = []
+        while it < max_iter:
+            g_new = cols(f, eps)
+            g = g_new if omega == 1.0 else (1.0 - omega) * g + omega * g_new
+            f_new = rows(g, eps)
+            if require_finite and not bool(torch.isfinite(f_new).all()
+                                           and torch.isfinite(g_new).all()):
+                return None
+            err = float((a * torch.expm1((f - f_new) / eps).abs()).sum()
+                        + (b * torch.expm1((g - g_new) / eps).abs()).sum())
+            it += 1
+            bar.update(1)
+            if last:
+                errs.append(err)
+            if err <= target:
+                break
+            f = f_new if omega == 1.0 else (1.0 - omega) * f + omega * f_new
+            omega = _adapt_omega(history, err, omega)
+            if after_sweep is not None:
+                after_sweep(f, g, eps)
+        else:
+            if not last or not errs:
+                errs.append(err)
+            break
+    return f, g, errs, it, eps

@@ -34,7 +34,7 @@ from otgen.ot._multiscale import (
     exp_floor,
     prepare,
 )
-from otgen.ot._sinkhorn_dense import _STAGE_TOL, _adapt_omega, _dense_engine
+from otgen.ot._sinkhorn_dense import _STAGE_TOL, _dense_engine, _log_stages
 
 __all__ = ["TruncatedSoftmin", "online_multiscale", "self_multiscale", "start_error"]
 
@@ -151,36 +151,21 @@ def online_multiscale(
     else:
         f = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         g = torch.zeros(y.shape[0], dtype=x.dtype, device=x.device)
-    errs: list[float] = []
-    err, omega, eps = math.inf, 1.0, fine[0]
-    for stage, eps in enumerate(fine):
-        last = stage == len(fine) - 1
+    def stage_start(f: Tensor, g: Tensor, eps: float) -> Tensor:
         op.update_mask(f, g, eps)
-        target = tol if last else max(tol, _STAGE_TOL)
-        history: list[float] = []
-        f = op.rows_softmin(g, b_, eps)
-        while it < max_iter:
-            g_new = op.cols_softmin(f, a_, eps)
-            g = g_new if omega == 1.0 else (1.0 - omega) * g + omega * g_new
-            f_new = op.rows_softmin(g, b_, eps)
-            if not bool(torch.isfinite(f_new).all() and torch.isfinite(g_new).all()):
-                return None
-            err = float((a_ * torch.expm1((f - f_new) / eps).abs()).sum()
-                        + (b_ * torch.expm1((g - g_new) / eps).abs()).sum())
-            it += 1
-            bar.update(1)
-            if last:
-                errs.append(err)
-            if err <= target:
-                break
-            f = f_new if omega == 1.0 else (1.0 - omega) * f + omega * f_new
-            omega = _adapt_omega(history, err, omega)
-            if op.stale(f, g, eps):
-                op.update_mask(f, g, eps)
-        else:
-            if not last or not errs:
-                errs.append(err)
-            break
+        return op.rows_softmin(g, b_, eps)
+
+    def refresh(f: Tensor, g: Tensor, eps: float) -> None:
+        if op.stale(f, g, eps):
+            op.update_mask(f, g, eps)
+
+    out = _log_stages(lambda g_, e: op.rows_softmin(g_, b_, e),
+                      lambda f_, e: op.cols_softmin(f_, a_, e), f, g, a_, b_, fine, tol,
+                      max_iter, it, bar, on_stage=stage_start, after_sweep=refresh,
+                      require_finite=True)
+    if out is None:
+        return None
+    f, g, errs, it, eps = out
     return _unsort(f, px), _unsort(g, py), errs, it, eps, op, px, py
 
 

@@ -60,9 +60,8 @@ from otgen.ot._multiscale import (
     sq_mean,
 )
 from otgen.ot._sinkhorn_dense import (
-    _STAGE_TOL,
-    _adapt_omega,
     _dense_engine,
+    _log_stages,
     _schedule,
 )
 from otgen.ot._truncated import online_multiscale, truncated_values
@@ -304,36 +303,13 @@ def _online_engine(
     """Blockwise log-sum-exp Sinkhorn; returns ``(f, g, errors, n_iter, eps)`` (``eps`` of
     the stage it stopped in)."""
     g = torch.zeros(y.shape[0], dtype=x.dtype, device=x.device) if g0 is None else g0
-    errs: list[float] = []
-    it = 0
-    err = float("inf")
-    omega = 1.0
     f = softmin_rows(x, y, cost, g, b, eps_list[0], rows) if f0 is None else f0
-    for stage, eps in enumerate(eps_list):
-        last = stage == len(eps_list) - 1
-        target = tol if last else max(tol, _STAGE_TOL)
-        history: list[float] = []
-        while it < max_iter:
-            g_new = softmin_cols(x, y, cost, f, a, eps, cols)
-            g = g_new if omega == 1.0 else (1.0 - omega) * g + omega * g_new
-            f_new = softmin_rows(x, y, cost, g, b, eps, rows)
-            # marginals at (f, g): rows a_i e^{(f_i - f_new_i)/eps},
-            # columns b_j e^{(g_j - g_new_j)/eps}
-            err = float((a * torch.expm1((f - f_new) / eps).abs()).sum()
-                        + (b * torch.expm1((g - g_new) / eps).abs()).sum())
-            it += 1
-            bar.update(1)
-            if last:
-                errs.append(err)
-            if err <= target:
-                break
-            f = f_new if omega == 1.0 else (1.0 - omega) * f + omega * f_new
-            omega = _adapt_omega(history, err, omega)
-        else:
-            if not last or not errs:
-                errs.append(err)
-            break
-    return f, g, errs, it, eps
+    out = _log_stages(lambda g_, e: softmin_rows(x, y, cost, g_, b, e, rows),
+                      lambda f_, e: softmin_cols(x, y, cost, f_, a, e, cols),
+                      f, g, a, b, eps_list, tol, max_iter, 0, bar)
+    if out is None:  # pragma: no cover - only with require_finite
+        raise RuntimeError("internal: online Sinkhorn stages returned no result")
+    return out
 
 
 def _online_values(
