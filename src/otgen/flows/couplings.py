@@ -151,22 +151,15 @@ class ExactOTCoupling(AbstractCoupling):
     product that writes the matrix and the ``argmax`` that reads the plan).
     """
 
-    @staticmethod
-    def _solve(x0: Tensor, x1: Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
-        """``(sigma, b, b_is_view)``: the optimal permutation ``(B,)`` int64, ``x1`` as a
-        ``(B, d)`` array and whether that array is a view of ``x1``."""
-        (a, _), (b, b_is_view) = _numpy_view_2d(x0), _numpy_view_2d(x1)  # (B, d)
-        return assignment_permutation(_cost(a, b, x0, x1), a.shape[1]), b, b_is_view
-
     def pair(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Tensor:
-        j = torch.from_numpy(self._solve(x0, x1)[0])
-        return j if x0.is_cpu else j.to(x0.device)
+        return self(x0, x1, generator)[2]
 
     def __call__(
         self, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         _check_pair(x0, x1)
-        sigma, b, b_is_view = self._solve(x0, x1)
+        (a, _), (b, b_is_view) = _numpy_view_2d(x0), _numpy_view_2d(x1)  # (B, d)
+        sigma = assignment_permutation(_cost(a, b, x0, x1), a.shape[1])  # (B,) int64
         j = torch.from_numpy(sigma) if x0.is_cpu else torch.from_numpy(sigma).to(x0.device)
         if b_is_view and x1.ndim == 2:
             # x1 is a plain CPU matrix: gather in NumPy (one call fewer than index_select;
